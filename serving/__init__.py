@@ -1,0 +1,1 @@
+"""Services and adapters; runs on ONNX Runtime alone (never imports torch or MONAI)."""

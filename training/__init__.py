@@ -1,0 +1,1 @@
+"""Data loading, networks, training, calibration, evaluation and ONNX export (needs torch)."""
