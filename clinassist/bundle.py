@@ -53,7 +53,20 @@ class Bundle:
         if threads:
             options.intra_op_num_threads = threads
         session = ort.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
-        return cls(path, metadata, session)
+        bundle = cls(path, metadata, session)
+        bundle.check_io_spec()
+        return bundle
+
+    def check_io_spec(self) -> None:
+        """The graph's input/output names and ranks must be those the metadata promises."""
+        spec = self.metadata["network_data_format"]
+        for kind, declared, actual in (("input", spec["inputs"], self.session.get_inputs()),
+                                       ("output", spec["outputs"], self.session.get_outputs())):
+            graph = {node.name: len(node.shape) for node in actual}
+            promised = {name: len(entry["shape"]) for name, entry in declared.items()}
+            if graph != promised:
+                raise BundleError(f"{self.path}: metadata declares {kind}s {promised} "
+                                  f"(name: rank) but the ONNX graph has {graph}")
 
     @property
     def name(self) -> str:

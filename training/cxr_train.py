@@ -10,6 +10,7 @@ import json
 import math
 import shutil
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -79,6 +80,10 @@ class PreparedData:
     val: RadiographDataset
 
 
+def sample(records: list, count: int, rng: np.random.Generator) -> list:
+    return [records[i] for i in rng.permutation(len(records))[:count]]
+
+
 def prepare_data(cfg: dict, limit: int | None = None) -> PreparedData:
     """Verify the data, split it, and decode train/val pixels (optionally the first `limit`)."""
     records = cxr_data.read_manifest()
@@ -87,8 +92,8 @@ def prepare_data(cfg: dict, limit: int | None = None) -> PreparedData:
     train_records, val_records = splits.train, splits.val
     if limit is not None:
         rng = np.random.default_rng(cfg["seed"])
-        train_records = [train_records[i] for i in rng.permutation(len(train_records))[:limit]]
-        val_records = val_records[: max(limit // 4, 8)]
+        train_records = sample(train_records, limit, rng)
+        val_records = sample(val_records, max(limit // 4, 8), rng)
     return PreparedData(
         splits,
         RadiographDataset(cxr_data.load_pixels(train_records), cxr_data.labels(train_records),
@@ -97,8 +102,30 @@ def prepare_data(cfg: dict, limit: int | None = None) -> PreparedData:
     )
 
 
+def balanced_pos_weight(targets: np.ndarray) -> float:
+    """Weight on positive cases that gives both classes the same total weight in the loss."""
+    return float((targets == 0).sum() / max((targets == 1).sum(), 1))
+
+
 def build_net(cfg: dict, pos_weight: float = 1.0) -> CxrNet:
     return CxrNet(cfg["image_size"], tuple(cfg["widths"]), pos_weight=pos_weight)
+
+
+def latest_checkpoint(run: Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    folder = run / "checkpoints"
+    return get_last_checkpoint(str(folder)) if folder.is_dir() else None
+
+
+def record_session(run: Path, checkpoint: str | None, final_step: int) -> None:
+    """Append this session to `sessions.json`, so a run's interruptions and resumes are visible."""
+    log = run / "sessions.json"
+    sessions = json.loads(log.read_text()) if log.is_file() else []
+    start = int(Path(checkpoint).name.split("-")[-1]) if checkpoint else 0
+    sessions.append({"finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                     "resumed_from_step": start, "final_step": final_step})
+    log.write_text(json.dumps(sessions, indent=1))
 
 
 def train(config_path: Path | str, output: Path, resume: bool = False,
@@ -106,19 +133,15 @@ def train(config_path: Path | str, output: Path, resume: bool = False,
     """Train and write `output/final/model.safetensors` plus `config.yaml`; return the run dir."""
     from transformers import Trainer, TrainingArguments, set_seed
 
-    cfg = load_config(config_path)
-    if epochs is not None:
-        cfg["epochs"] = epochs
     output.mkdir(parents=True, exist_ok=True)
     saved_config = output / "config.yaml"
-    if resume and saved_config.exists():
-        cfg = load_config(saved_config)
-    else:
-        saved_config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    cfg = load_config(saved_config if resume and saved_config.exists() else config_path)
+    if epochs is not None:
+        cfg["epochs"] = epochs
+    saved_config.write_text(yaml.safe_dump(cfg, sort_keys=False))
     set_seed(cfg["seed"])
     data = prepare_data(cfg, limit)
-    targets = data.train.targets
-    net = build_net(cfg, pos_weight=float((targets == 0).sum() / max((targets == 1).sum(), 1)))
+    net = build_net(cfg, pos_weight=balanced_pos_weight(data.train.targets))
     args = TrainingArguments(
         output_dir=str(output / "checkpoints"), num_train_epochs=cfg["epochs"],
         per_device_train_batch_size=cfg["batch_size"], per_device_eval_batch_size=64,
@@ -131,8 +154,9 @@ def train(config_path: Path | str, output: Path, resume: bool = False,
     )
     trainer = Trainer(model=net, args=args, train_dataset=data.train, eval_dataset=data.val,
                       data_collator=collate, compute_metrics=auc_metric)
-    has_checkpoint = resume and any((output / "checkpoints").glob("checkpoint-*"))
-    trainer.train(resume_from_checkpoint=True if has_checkpoint else None)
+    checkpoint = latest_checkpoint(output) if resume else None
+    trainer.train(resume_from_checkpoint=checkpoint)
+    record_session(output, checkpoint, trainer.state.global_step)
     final = output / "final"
     final.mkdir(exist_ok=True)
     from safetensors.torch import save_file

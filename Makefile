@@ -1,0 +1,23 @@
+# The two commands of the README: `make run` and `make test`. Both set up .venv on first use.
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# Keeps pip on the local CPU wheel of torch (an unpinned torch pulls GBs of CUDA packages).
+export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
+export CLINASSIST_DATA ?= $(abspath $(CURDIR)/../shared/datasets)
+
+.PHONY: run test install
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	python3 -m venv $(VENV)
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[train,serve,dev]'
+	touch $@
+
+run: $(STAMP)
+	$(BIN)/clinassist evaluate cxr
+
+test: $(STAMP)
+	$(BIN)/pytest

@@ -1,0 +1,44 @@
+import json
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from training import cxr_data
+from training.cxr_train import balanced_pos_weight, build_net, load_trained, prepare_data
+
+
+def loss_on(net, data) -> float:
+    pixels = torch.from_numpy(data.train.pixels).float().unsqueeze(1)
+    targets = torch.from_numpy(data.train.targets).float()
+    with torch.no_grad():
+        logits = net.eval()(pixels)["logits"]
+    return float(F.binary_cross_entropy_with_logits(logits, targets))
+
+
+def test_a_short_run_lowers_the_loss(tiny_run):
+    trained, cfg = load_trained(tiny_run)
+    data = prepare_data(cfg, limit=96)
+    torch.manual_seed(cfg["seed"])
+    untrained = build_net(cfg)
+    assert loss_on(trained, data) < 0.8 * loss_on(untrained, data)
+
+
+def test_resume_continues_from_the_checkpoint(tiny_run):
+    sessions = json.loads((tiny_run / "sessions.json").read_text())
+    steps_per_epoch = sessions[0]["final_step"]
+    assert [s["resumed_from_step"] for s in sessions] == [0, steps_per_epoch]
+    assert sessions[1]["final_step"] == 5 * steps_per_epoch
+
+
+def test_the_run_saves_its_configuration(tiny_run):
+    _, cfg = load_trained(tiny_run)
+    assert cfg["epochs"] == 5 and cfg["image_size"] == 96
+
+
+def test_class_imbalance_weight_balances_the_two_classes(tiny_run):
+    _, cfg = load_trained(tiny_run)
+    splits = cxr_data.make_splits(cxr_data.read_manifest(), cfg["val_fraction"], cfg["seed"])
+    weight = balanced_pos_weight(cxr_data.labels(splits.train))
+    assert 0.33 < weight < 0.36
+    assert balanced_pos_weight(np.array([1, 1, 1, 0])) == 1 / 3
