@@ -14,56 +14,70 @@ from clinassist.bundle import Bundle
 from clinassist.config import bundle_dir
 from clinassist.errors import ClinassistError
 
-CXR_BUNDLE = "cxr_pneumonia"
-DEFAULT_RUN = Path("runs/cxr")
+BUNDLES = {"cxr": "cxr_pneumonia", "qc": "qc_radiograph"}
+CONFIGS = {"cxr": "cxr_pneumonia.yaml", "qc": "qc.yaml"}
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "training" / "configs"
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    config = args.config or CONFIG_DIR / CONFIGS[args.model]
+    output = args.output or Path("runs") / args.model
+    if args.model == "qc":
+        from training.qc_train import train
+
+        train(config, output, resume=args.resume, limit=args.limit, epochs=args.epochs)
+        return
     from training.cxr_export import calibrate
     from training.cxr_train import train
 
-    run = train(args.config, args.output, resume=args.resume, limit=args.limit, epochs=args.epochs)
+    run = train(config, output, resume=args.resume, limit=args.limit, epochs=args.epochs)
     print(json.dumps(calibrate(run), indent=2))
 
 
 def cmd_calibrate(args: argparse.Namespace) -> None:
     from training.cxr_export import calibrate
 
-    print(json.dumps(calibrate(args.run), indent=2))
+    print(json.dumps(calibrate(args.run or Path("runs/cxr")), indent=2))
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from training.cxr_export import export
-
-    meta = export(args.run, args.bundle, args.version)
-    print(f"wrote {args.bundle}/model.onnx (sha256 {meta['sha256'][:12]}…), parity max abs diff "
+    if args.model == "qc":
+        from training.qc_bundle import export
+    else:
+        from training.cxr_export import export
+    bundle = args.bundle or bundle_dir(BUNDLES[args.model])
+    meta = export(args.run or Path("runs") / args.model, bundle, args.version)
+    print(f"wrote {bundle}/model.onnx (sha256 {meta['sha256'][:12]}…), parity max abs diff "
           f"{meta['export_parity_max_abs_diff']:.1e}")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from training.cxr_evaluate import evaluate, format_table, write_metrics
+    if args.model == "qc":
+        from training.qc_bundle import evaluate, format_table
+    else:
+        from training.cxr_evaluate import evaluate, format_table
 
-    bundle = Bundle.load(args.bundle)
-    result = evaluate(bundle, plots_dir=bundle.path if args.write else args.plots)
+    bundle = Bundle.load(args.bundle or BUNDLES[args.model])
+    plots = bundle.path if args.write else args.plots
+    result = evaluate(bundle, plots_dir=plots) if args.model == "cxr" else evaluate(bundle)
     if args.write:
-        write_metrics(result, bundle.path / "metrics.json")
+        (bundle.path / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2) if args.json else format_table(result))
 
 
-def add_model_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", choices=["cxr"], help="which model family")
+def add_model_argument(parser: argparse.ArgumentParser, choices=("cxr", "qc")) -> None:
+    parser.add_argument("model", choices=choices,
+                        help="cxr: pneumonia triage; qc: pixel quality control")
 
 
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="clinassist", description=__doc__.splitlines()[0])
     commands = root.add_subparsers(dest="command", required=True)
 
-    train = commands.add_parser("train", help="train a model (then calibrate it on validation)")
+    train = commands.add_parser("train", help="train a model (cxr is then calibrated)")
     add_model_argument(train)
-    train.add_argument("--config", type=Path,
-                       default=Path(__file__).resolve().parent.parent / "training" / "configs"
-                       / "cxr_pneumonia.yaml")
-    train.add_argument("--output", type=Path, default=DEFAULT_RUN, help="run directory")
+    train.add_argument("--config", type=Path, help="hyperparameters (default: training/configs/)")
+    train.add_argument("--output", type=Path, help="run directory (default: runs/MODEL)")
     train.add_argument("--resume", action="store_true",
                        help="continue from the newest checkpoint in the run directory")
     train.add_argument("--epochs", type=float, help="override the configured epochs")
@@ -71,36 +85,39 @@ def parser() -> argparse.ArgumentParser:
     train.set_defaults(func=cmd_train)
 
     cal = commands.add_parser("calibrate", help="fit temperature and threshold on validation")
-    add_model_argument(cal)
-    cal.add_argument("--run", type=Path, default=DEFAULT_RUN)
+    add_model_argument(cal, choices=("cxr",))
+    cal.add_argument("--run", type=Path, help="run directory (default: runs/cxr)")
     cal.set_defaults(func=cmd_calibrate)
 
     export = commands.add_parser("export", help="export a trained run to an ONNX bundle")
     add_model_argument(export)
-    export.add_argument("--run", type=Path, default=DEFAULT_RUN)
-    export.add_argument("--bundle", type=Path, default=bundle_dir(CXR_BUNDLE))
+    export.add_argument("--run", type=Path, help="run directory (default: runs/MODEL)")
+    export.add_argument("--bundle", type=Path, help="bundle folder (default: models/NAME)")
     export.add_argument("--version", default="1.0.0", help="semantic version of the bundle")
     export.set_defaults(func=cmd_export)
 
-    evaluate = commands.add_parser("evaluate", help="evaluate a bundle on the official test split")
+    evaluate = commands.add_parser("evaluate", help="evaluate a bundle on held-out data")
     add_model_argument(evaluate)
-    evaluate.add_argument("--bundle", type=Path, default=bundle_dir(CXR_BUNDLE))
+    evaluate.add_argument("--bundle", type=Path, help="bundle folder (default: models/NAME)")
     evaluate.add_argument("--json", action="store_true", help="print the metrics as JSON")
-    evaluate.add_argument("--plots", type=Path, help="write ROC/calibration/confusion PNGs here")
+    evaluate.add_argument("--plots", type=Path, help="cxr: write ROC/calibration/confusion PNGs here")
     evaluate.add_argument("--write", action="store_true",
-                          help="write metrics.json and the plots into the bundle")
+                          help="write metrics.json (and cxr plots) into the bundle")
     evaluate.set_defaults(func=cmd_evaluate)
+
+    from serving.security.cli import register
+
+    register(commands)
     return root
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        args.func(args)
+        return args.func(args) or 0
     except ClinassistError as error:
         print(f"clinassist: error: {error}", file=sys.stderr)
         return 2
-    return 0
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import pytest
 from clinassist.bundle import Bundle, file_sha256
 from training import cxr_data
 from training.cxr_evaluate import evaluate
-from training.cxr_export import records_sha256
+from training.bundle_metadata import records_sha256
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 

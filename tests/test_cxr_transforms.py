@@ -3,7 +3,7 @@ import torch
 
 from training import cxr_data
 from training.cxr_model import Preprocess
-from training.cxr_train import augmentations, load_config
+from training.cxr_train import augmentations, default_config
 
 
 def test_augmentations_keep_shape_and_a_plausible_range(records):
@@ -11,7 +11,7 @@ def test_augmentations_keep_shape_and_a_plausible_range(records):
 
     set_determinism(0)
     image = torch.from_numpy(cxr_data.load_pixels(records[:1])[0]).float().unsqueeze(0)
-    augment = augmentations(load_config())
+    augment = augmentations(default_config())
     outputs = [torch.as_tensor(augment(image)) for _ in range(20)]
     for out in outputs:
         assert out.shape == (1, 224, 224)

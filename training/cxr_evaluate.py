@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +56,3 @@ def format_table(result: dict) -> str:
     lines.append(f"  confusion at threshold     TP {c['tp']} FP {c['fp']} TN {c['tn']} FN {c['fn']}")
     return "\n".join(lines)
 
-
-def write_metrics(result: dict, path: Path) -> None:
-    path.write_text(json.dumps(result, indent=2) + "\n")

@@ -6,27 +6,24 @@ entry point under `accelerate launch` or `torchrun` (see README, "Distributed tr
 
 from __future__ import annotations
 
-import json
 import math
-import shutil
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 from sklearn.metrics import roc_auc_score
 from torch.utils.data import Dataset
 
 from training import cxr_data
 from training.cxr_model import CxrNet
+from training.trainer import fit, load_config, load_weights, run_config
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "cxr_pneumonia.yaml"
 
 
-def load_config(path: Path | str = DEFAULT_CONFIG) -> dict:
-    return yaml.safe_load(Path(path).read_text())
+def default_config() -> dict:
+    return load_config(DEFAULT_CONFIG)
 
 
 def augmentations(cfg: dict):
@@ -62,10 +59,6 @@ class RadiographDataset(Dataset):
         if self.transform is not None:
             image = torch.as_tensor(self.transform(image)).float()
         return {"pixel_values": image, "labels": torch.tensor(self.targets[index])}
-
-
-def collate(items: list[dict]) -> dict:
-    return {key: torch.stack([item[key] for item in items]) for key in items[0]}
 
 
 def auc_metric(prediction) -> dict:
@@ -111,66 +104,16 @@ def build_net(cfg: dict, pos_weight: float = 1.0) -> CxrNet:
     return CxrNet(cfg["image_size"], tuple(cfg["widths"]), pos_weight=pos_weight)
 
 
-def latest_checkpoint(run: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
-    folder = run / "checkpoints"
-    return get_last_checkpoint(str(folder)) if folder.is_dir() else None
-
-
-def record_session(run: Path, checkpoint: str | None, final_step: int) -> None:
-    """Append this session to `sessions.json`, so a run's interruptions and resumes are visible."""
-    log = run / "sessions.json"
-    sessions = json.loads(log.read_text()) if log.is_file() else []
-    start = int(Path(checkpoint).name.split("-")[-1]) if checkpoint else 0
-    sessions.append({"finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                     "resumed_from_step": start, "final_step": final_step})
-    log.write_text(json.dumps(sessions, indent=1))
-
-
 def train(config_path: Path | str, output: Path, resume: bool = False,
           limit: int | None = None, epochs: float | None = None) -> Path:
     """Train and write `output/final/model.safetensors` plus `config.yaml`; return the run dir."""
-    from transformers import Trainer, TrainingArguments, set_seed
-
-    output.mkdir(parents=True, exist_ok=True)
-    saved_config = output / "config.yaml"
-    cfg = load_config(saved_config if resume and saved_config.exists() else config_path)
-    if epochs is not None:
-        cfg["epochs"] = epochs
-    saved_config.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    set_seed(cfg["seed"])
+    cfg = run_config(config_path, output, resume, epochs)
     data = prepare_data(cfg, limit)
     net = build_net(cfg, pos_weight=balanced_pos_weight(data.train.targets))
-    args = TrainingArguments(
-        output_dir=str(output / "checkpoints"), num_train_epochs=cfg["epochs"],
-        per_device_train_batch_size=cfg["batch_size"], per_device_eval_batch_size=64,
-        learning_rate=cfg["learning_rate"], weight_decay=cfg["weight_decay"],
-        warmup_steps=cfg["warmup_ratio"], lr_scheduler_type="cosine",
-        eval_strategy="epoch", save_strategy="epoch", save_total_limit=2,
-        load_best_model_at_end=True, metric_for_best_model="loss", greater_is_better=False,
-        logging_steps=20, seed=cfg["seed"], data_seed=cfg["seed"], report_to="none",
-        dataloader_num_workers=0, remove_unused_columns=False, use_cpu=not torch.cuda.is_available(),
-    )
-    trainer = Trainer(model=net, args=args, train_dataset=data.train, eval_dataset=data.val,
-                      data_collator=collate, compute_metrics=auc_metric)
-    checkpoint = latest_checkpoint(output) if resume else None
-    trainer.train(resume_from_checkpoint=checkpoint)
-    record_session(output, checkpoint, trainer.state.global_step)
-    final = output / "final"
-    final.mkdir(exist_ok=True)
-    from safetensors.torch import save_file
-
-    save_file(trainer.model.state_dict(), str(final / "model.safetensors"))
-    shutil.copy(saved_config, final / "config.yaml")
-    (output / "history.json").write_text(json.dumps(trainer.state.log_history, indent=1))
+    fit(net, data.train, data.val, output, cfg, resume, auc_metric)
     return output
 
 
 def load_trained(run: Path) -> tuple[CxrNet, dict]:
-    from safetensors.torch import load_file
-
     cfg = load_config(run / "final" / "config.yaml")
-    net = build_net(cfg)
-    net.load_state_dict(load_file(str(run / "final" / "model.safetensors")))
-    return net.eval(), cfg
+    return load_weights(build_net(cfg), run), cfg

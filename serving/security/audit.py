@@ -1,0 +1,162 @@
+"""The append-only, hash-chained audit trail of every access (`home/audit.db`).
+
+Each row stores `row_hash = sha256(prev_hash + canonical JSON of the row)`, the first row
+chaining to GENESIS_HASH. SQLite triggers refuse UPDATE and DELETE; `verify()` still finds an
+edited, deleted or reordered row if someone dropped them. Removing rows from the end, or
+rewriting the whole chain, is only caught against a copy of an earlier `head_hash` kept
+elsewhere. Patient IDs are stored only as pseudonyms.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from serving.security import database
+from serving.security.fhir import audit_event
+from serving.security.site_key import load_site_key, pseudonymise
+
+AUDIT_DB = "audit.db"
+GENESIS_HASH = "0" * 64
+OUTCOME_WORDS = ("success", "failure")
+Row = Mapping[str, Any] | sqlite3.Row
+HASHED_COLUMNS = ("id", "recorded", "actor", "role", "action", "resource", "outcome",
+                  "patients", "detail")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS audit_event (
+    id INTEGER PRIMARY KEY,
+    recorded TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    role TEXT NOT NULL,
+    action TEXT NOT NULL,
+    resource TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    patients TEXT NOT NULL,
+    detail TEXT,
+    prev_hash TEXT NOT NULL,
+    row_hash TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_event_recorded ON audit_event (recorded);
+CREATE TRIGGER IF NOT EXISTS audit_event_no_update BEFORE UPDATE ON audit_event
+BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_event_no_delete BEFORE DELETE ON audit_event
+BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
+"""
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """One access: who (actor, role) did what (action) to which resource, and how it ended."""
+
+    id: int
+    recorded: datetime
+    actor: str
+    role: str
+    action: str
+    resource: str
+    outcome: str  # an HTTP status code, or "success" / "failure"
+    patients: tuple[str, ...]  # pseudonyms, never raw patient IDs
+    detail: str | None
+    row_hash: str
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    ok: bool
+    rows: int  # rows checked and found intact
+    first_broken_id: int | None
+    reason: str | None
+    head_hash: str  # hash of the last intact row; keep a copy elsewhere to detect truncation
+
+
+class AuditTrail:
+    """The audit table in `home/audit.db`, pseudonymising with the site key in `home`."""
+
+    def __init__(self, home: Path) -> None:
+        self.path = home / AUDIT_DB
+        self._key = load_site_key(home)
+        self._db = database.Database(self.path, SCHEMA)
+
+    def record(self, actor: str, role: str, action: str, resource: str, outcome: int | str,
+               patient_ids: str | Iterable[str] = (), detail: str | None = None) -> AuditRecord:
+        """Append one row. `detail` is stored as given: never put identifiers in it."""
+        if not (actor and role and action and resource):
+            raise ValueError("actor, role, action and resource must all be non-empty")
+        ids = [patient_ids] if isinstance(patient_ids, str) else patient_ids
+        row: dict[str, Any] = {
+            "actor": actor, "role": role, "action": action, "resource": resource,
+            "outcome": _outcome(outcome), "detail": detail,
+            "patients": " ".join(dict.fromkeys(pseudonymise(str(i), self._key) for i in ids)),
+        }
+        with self._db.transaction() as db:
+            last = db.execute(
+                "SELECT id, row_hash FROM audit_event ORDER BY id DESC LIMIT 1").fetchone()
+            row["id"] = 1 if last is None else last["id"] + 1
+            row["recorded"] = datetime.now(UTC).isoformat(timespec="microseconds")
+            row["prev_hash"] = GENESIS_HASH if last is None else last["row_hash"]
+            row["row_hash"] = _chain_hash(row)
+            columns = ", ".join(row)
+            db.execute(f"INSERT INTO audit_event ({columns}) VALUES ({', '.join('?' * len(row))})",
+                       tuple(row.values()))
+        return _record(row)
+
+    def records(self, since: datetime | None = None) -> list[AuditRecord]:
+        """Rows recorded at or after `since` (time-zone aware), oldest first."""
+        if since is not None and since.tzinfo is None:
+            raise ValueError("since must carry a time zone, e.g. datetime(..., tzinfo=UTC)")
+        after = "" if since is None else since.astimezone(UTC).isoformat(timespec="microseconds")
+        rows = self._db.query("SELECT * FROM audit_event WHERE recorded >= ? ORDER BY id",
+                              (after,))
+        return [_record(row) for row in rows]
+
+    def export_fhir(self, since: datetime | None = None) -> list[dict[str, Any]]:
+        """The rows as FHIR R4 AuditEvent resources."""
+        return [audit_event(record) for record in self.records(since)]
+
+    def verify(self) -> VerifyResult:
+        """Walk the chain from the genesis hash; report the first row that does not fit."""
+        previous_hash, expected_id = GENESIS_HASH, 1
+        for row in self._db.query("SELECT * FROM audit_event ORDER BY id"):
+            problem = _problem(row, expected_id, previous_hash)
+            if problem:
+                return VerifyResult(False, expected_id - 1, row["id"], problem, previous_hash)
+            previous_hash, expected_id = row["row_hash"], expected_id + 1
+        return VerifyResult(True, expected_id - 1, None, None, previous_hash)
+
+
+def _outcome(outcome: int | str) -> str:
+    text = str(outcome)
+    if text in OUTCOME_WORDS or (text.isdigit() and 100 <= int(text) <= 599):
+        return text
+    raise ValueError(f"outcome must be an HTTP status code or one of {', '.join(OUTCOME_WORDS)}, "
+                     f"got {outcome!r}")
+
+
+def _chain_hash(row: Row) -> str:
+    content = json.dumps({column: row[column] for column in HASHED_COLUMNS},
+                         sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256((row["prev_hash"] + content).encode("utf-8")).hexdigest()
+
+
+def _problem(row: sqlite3.Row, expected_id: int, previous_hash: str) -> str | None:
+    """Why `row` cannot follow the row whose hash is `previous_hash`, or None if it can."""
+    if row["id"] != expected_id:
+        return f"row ids jump from {expected_id - 1} to {row['id']}: rows were deleted"
+    if row["prev_hash"] != previous_hash:
+        return "its link to the row before does not match: rows were deleted, moved or rewritten"
+    if _chain_hash(row) != row["row_hash"]:
+        return "its contents do not match its hash: the row was edited"
+    return None
+
+
+def _record(row: Row) -> AuditRecord:
+    return AuditRecord(row["id"], datetime.fromisoformat(row["recorded"]), row["actor"],
+                       row["role"], row["action"], row["resource"], row["outcome"],
+                       tuple(row["patients"].split()), row["detail"], row["row_hash"])

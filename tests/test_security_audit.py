@@ -1,0 +1,222 @@
+"""The hash-chained audit trail: append-only, tamper-evident, pseudonymised, FHIR-exportable."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import sqlite3
+import threading
+from datetime import UTC, datetime
+
+import pytest
+
+from serving.security import AuditTrail, collection_bundle, load_site_key, pseudonymise
+
+RAW_ID = "MRN-7731"
+INSTANT = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)")
+
+
+@pytest.fixture
+def trail(tmp_path):
+    trail = AuditTrail(tmp_path)
+    trail.record("alice", "radiologist", "imaging:triage", "/triage", 200, [RAW_ID])
+    trail.record("bob", "pharmacist", "cds:invoke", "/cds-services/med-risk", 403)
+    trail.record("carol", "admin", "audit:read", "/audit", 500, detail="database locked")
+    trail.record("dave", "gateway", "imaging:results", "/results/1", "success")
+    return trail
+
+
+def tamper(trail: AuditTrail, *statements: str) -> None:
+    """Run SQL on the trail as an attacker with file access would: triggers dropped first."""
+    with sqlite3.connect(trail.path) as db:
+        db.execute("DROP TRIGGER audit_event_no_update")
+        db.execute("DROP TRIGGER audit_event_no_delete")
+        for statement in statements:
+            db.execute(statement)
+    db.close()
+
+
+def test_untouched_chain_verifies(trail):
+    result = trail.verify()
+    assert (result.ok, result.rows, result.first_broken_id, result.reason) == (True, 4, None, None)
+    assert result.head_hash == trail.records()[-1].row_hash
+
+
+def test_empty_trail_verifies(tmp_path):
+    assert AuditTrail(tmp_path).verify().rows == 0
+
+
+def test_rows_chain_from_genesis_in_order(trail):
+    records = trail.records()
+    assert [r.id for r in records] == [1, 2, 3, 4]
+    assert [r.outcome for r in records] == ["200", "403", "500", "success"]
+    assert len({r.row_hash for r in records}) == 4
+    assert all(r.recorded.tzinfo is not None for r in records)
+
+
+@pytest.mark.parametrize("statement", [
+    "UPDATE audit_event SET outcome = '200' WHERE id = 2",
+    "DELETE FROM audit_event WHERE id = 2",
+])
+def test_update_and_delete_are_refused_by_the_database(trail, statement):
+    with sqlite3.connect(trail.path) as db, pytest.raises(sqlite3.DatabaseError,
+                                                          match="append-only"):
+        db.execute(statement)
+    db.close()
+    assert trail.verify().ok
+
+
+def test_edited_row_is_reported(trail):
+    tamper(trail, "UPDATE audit_event SET outcome = '200' WHERE id = 2")
+    result = trail.verify()
+    assert (result.ok, result.rows, result.first_broken_id) == (False, 1, 2)
+    assert "edited" in result.reason
+
+
+def row_hash(row: sqlite3.Row) -> str:
+    """The documented formula: sha256(prev_hash + canonical JSON of the row's columns)."""
+    content = {column: row[column] for column in row.keys()
+               if column not in ("prev_hash", "row_hash")}
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256((row["prev_hash"] + canonical).encode()).hexdigest()
+
+
+def test_row_hash_is_sha256_of_the_previous_hash_and_the_row(trail):
+    with sqlite3.connect(trail.path) as db:
+        db.row_factory = sqlite3.Row
+        rows = db.execute("SELECT * FROM audit_event ORDER BY id").fetchall()
+    db.close()
+    assert rows[0]["prev_hash"] == "0" * 64
+    assert [row["prev_hash"] for row in rows[1:]] == [row["row_hash"] for row in rows[:-1]]
+    assert all(row_hash(row) == row["row_hash"] for row in rows)
+
+
+def test_edited_and_rehashed_row_breaks_the_link_to_the_next(trail):
+    with sqlite3.connect(trail.path) as db:
+        db.row_factory = sqlite3.Row
+        row = dict(db.execute("SELECT * FROM audit_event WHERE id = 2").fetchone())
+    db.close()
+    row["outcome"] = "200"
+    forged = row_hash(row)
+    tamper(trail, f"UPDATE audit_event SET outcome = '200', row_hash = '{forged}' WHERE id = 2")
+    result = trail.verify()
+    assert (result.ok, result.first_broken_id) == (False, 3)
+    assert "link" in result.reason
+
+
+def test_deleted_middle_row_is_reported(trail):
+    tamper(trail, "DELETE FROM audit_event WHERE id = 2")
+    result = trail.verify()
+    assert (result.ok, result.first_broken_id) == (False, 3)
+    assert "deleted" in result.reason
+
+
+def test_deleted_row_hidden_by_renumbering_is_reported(trail):
+    tamper(trail, "DELETE FROM audit_event WHERE id = 2",
+           "UPDATE audit_event SET id = id - 1 WHERE id > 2")
+    result = trail.verify()
+    assert (result.ok, result.first_broken_id) == (False, 2)
+
+
+def test_reordered_rows_are_reported(trail):
+    tamper(trail, "UPDATE audit_event SET id = 99 WHERE id = 2",
+           "UPDATE audit_event SET id = 2 WHERE id = 3",
+           "UPDATE audit_event SET id = 3 WHERE id = 99")
+    result = trail.verify()
+    assert (result.ok, result.first_broken_id) == (False, 2)
+
+
+def test_dropped_triggers_come_back_when_the_trail_is_opened(trail):
+    tamper(trail)
+    AuditTrail(trail.path.parent)
+    with sqlite3.connect(trail.path) as db, pytest.raises(sqlite3.DatabaseError):
+        db.execute("DELETE FROM audit_event")
+    db.close()
+
+
+def test_raw_patient_ids_never_reach_the_database(trail, tmp_path):
+    pseudonym = pseudonymise(RAW_ID, load_site_key(tmp_path))
+    assert trail.records()[0].patients == (pseudonym,)
+    stored = b"".join(path.read_bytes() for path in tmp_path.glob("audit.db*"))
+    assert RAW_ID.encode() not in stored
+    assert pseudonym.encode() in stored
+
+
+def test_patient_ids_are_deduplicated_and_a_single_string_is_one_id(tmp_path):
+    trail = AuditTrail(tmp_path)
+    key = load_site_key(tmp_path)
+    assert trail.record("a", "admin", "x", "/x", 200, ["P1", "P2", "P1"]).patients == (
+        pseudonymise("P1", key), pseudonymise("P2", key))
+    assert trail.record("a", "admin", "x", "/x", 200, "P12").patients == (
+        pseudonymise("P12", key),)
+
+
+@pytest.mark.parametrize("outcome", ["ok", 42, 600, ""])
+def test_record_refuses_an_outcome_that_is_not_a_status_or_word(tmp_path, outcome):
+    with pytest.raises(ValueError, match="HTTP status code"):
+        AuditTrail(tmp_path).record("alice", "admin", "audit:read", "/audit", outcome)
+
+
+def test_concurrent_writers_keep_one_unbroken_chain(tmp_path):
+    trail = AuditTrail(tmp_path)
+
+    def write(worker: int) -> None:
+        for n in range(5):
+            trail.record(f"user{worker}", "admin", "audit:read", f"/r/{n}", 200)
+
+    threads = [threading.Thread(target=write, args=(worker,)) for worker in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    result = trail.verify()
+    assert (result.ok, result.rows) == (True, 20)
+
+
+# FHIR export
+
+
+def test_fhir_export_has_the_required_r4_elements(trail, tmp_path):
+    events = trail.export_fhir()
+    assert len(events) == 4
+    for event in events:
+        assert event["resourceType"] == "AuditEvent"
+        assert set(event["type"]) >= {"system", "code"}
+        assert INSTANT.fullmatch(event["recorded"])
+        assert event["outcome"] in {"0", "4", "8"}
+        assert event["agent"] and all(isinstance(a["requestor"], bool) for a in event["agent"])
+        assert event["source"]["observer"] == {"display": "clinassist"}
+    assert [e["outcome"] for e in events] == ["0", "4", "8", "0"]
+    first = events[0]
+    assert first["agent"][0]["who"] == {"display": "alice"}
+    assert first["agent"][0]["role"] == [{"text": "radiologist"}]
+    assert first["action"] == "E"
+    assert first["subtype"][0]["code"] == "imaging:triage"
+    resource, patient = first["entity"]
+    assert resource["what"] == {"display": "/triage"}
+    assert patient["what"]["identifier"]["value"] == pseudonymise(RAW_ID, load_site_key(tmp_path))
+    assert patient["type"]["code"] == "Patient" and patient["role"]["code"] == "1"
+    assert RAW_ID not in repr(events)
+
+
+def test_fhir_event_type_marks_refusals_and_audit_reads(trail):
+    types = [(e["type"]["system"].rsplit("/", 1)[-1], e["type"]["code"])
+             for e in trail.export_fhir()]
+    assert types == [("audit-event-type", "rest"), ("DCM", "110113"), ("DCM", "110101"),
+                     ("audit-event-type", "rest")]
+    assert trail.export_fhir()[2]["outcomeDesc"] == "HTTP 500: database locked"
+
+
+def test_export_since_keeps_later_events(trail):
+    cutoff = datetime.now(UTC)
+    trail.record("erin", "admin", "audit:read", "/audit", 200)
+    assert [e["agent"][0]["who"]["display"] for e in trail.export_fhir(since=cutoff)] == ["erin"]
+    with pytest.raises(ValueError, match="time zone"):
+        trail.export_fhir(since=datetime(2020, 1, 1))
+
+
+def test_collection_bundle_wraps_the_events(trail):
+    bundle = collection_bundle(trail.export_fhir())
+    assert (bundle["resourceType"], bundle["type"]) == ("Bundle", "collection")
+    assert [entry["resource"]["id"] for entry in bundle["entry"]] == ["1", "2", "3", "4"]
