@@ -1,0 +1,60 @@
+"""Render the triage picture: the radiograph, the activation map as a heat overlay, burned-in text."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+MAX_SIDE = 2048
+MAX_OVERLAY_OPACITY = 0.5
+# Heat colour map anchors (value, R, G, B): blue -> cyan -> yellow -> red.
+HEAT_ANCHORS = np.array([[0.00, 0, 0, 255], [0.35, 0, 255, 255], [0.70, 255, 255, 0],
+                         [1.00, 255, 0, 0]], dtype=np.float32)
+
+
+def heat_colours(heat: np.ndarray) -> np.ndarray:
+    """Map values in [0, 1] (any shape) to RGB floats in [0, 255], shape (..., 3)."""
+    return np.stack([np.interp(heat, HEAT_ANCHORS[:, 0], HEAT_ANCHORS[:, channel])
+                     for channel in (1, 2, 3)], axis=-1)
+
+
+def render(pixels: np.ndarray, cam: np.ndarray | None, lines: list[str]) -> np.ndarray:
+    """An RGB uint8 picture of display-ready `pixels` (float, [0, 1]), at most MAX_SIDE pixels
+    on its long side, with the positive part of `cam` stretched over it and `lines` burned in."""
+    grey = Image.fromarray(np.clip(pixels * 255 + 0.5, 0, 255).astype(np.uint8))
+    scale = MAX_SIDE / max(grey.size)
+    if scale < 1:
+        grey = grey.resize((round(grey.width * scale), round(grey.height * scale)),
+                           Image.Resampling.LANCZOS)
+    rgb = np.repeat(np.asarray(grey, dtype=np.float32)[..., None], 3, axis=-1)
+    if cam is not None:
+        heat = _stretched_heat(cam, grey.size)
+        opacity = MAX_OVERLAY_OPACITY * heat[..., None]
+        rgb = (1 - opacity) * rgb + opacity * heat_colours(heat)
+    picture = Image.fromarray(np.clip(rgb + 0.5, 0, 255).astype(np.uint8))
+    _burn_in(picture, lines)
+    return np.asarray(picture)
+
+
+def _stretched_heat(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Positive evidence scaled to [0, 1] by its maximum, resized bilinearly to `size` (w, h)."""
+    positive = np.clip(np.asarray(cam, dtype=np.float32), 0, None)
+    peak = float(positive.max()) if positive.size else 0.0
+    if peak <= 0:
+        return np.zeros(size[::-1], dtype=np.float32)
+    resized = Image.fromarray(positive / peak).resize(size, Image.Resampling.BILINEAR)
+    return np.clip(np.asarray(resized), 0, 1)
+
+
+def _burn_in(picture: Image.Image, lines: list[str]) -> None:
+    """White text on a dark band in the top-left corner, sized to the picture."""
+    size = max(12, picture.height // 45)
+    font = ImageFont.load_default(size=size)
+    draw = ImageDraw.Draw(picture, "RGBA")
+    margin = size // 2
+    boxes = [draw.textbbox((0, 0), line, font=font) for line in lines]
+    line_height = round(size * 1.3)
+    width = max(box[2] for box in boxes) + 2 * margin
+    draw.rectangle((0, 0, width, line_height * len(lines) + 2 * margin), fill=(0, 0, 0, 170))
+    for row, line in enumerate(lines):
+        draw.text((margin, margin + row * line_height), line, font=font, fill=(255, 255, 255, 255))
