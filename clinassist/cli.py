@@ -65,6 +65,22 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     print(json.dumps(result, indent=2) if args.json else format_table(result))
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Run the BentoML service in the foreground, offline, with its state in CLINASSIST_HOME."""
+    import os
+    import subprocess
+
+    from clinassist.config import REPO_ROOT, home_dir
+
+    home = home_dir()
+    home.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "BENTOML_DO_NOT_TRACK": "true", "BENTOML_HOME": str(home / "bentoml"),
+           "CLINASSIST_HOME": str(home)}
+    command = [sys.executable, "-m", "bentoml", "serve", "serving.service:Clinassist",
+               "--host", args.host, "--port", str(args.port), "--working-dir", str(REPO_ROOT)]
+    return subprocess.call(command, env=env, cwd=home)
+
+
 def add_model_argument(parser: argparse.ArgumentParser, choices=("cxr", "qc")) -> None:
     parser.add_argument("model", choices=choices,
                         help="cxr: pneumonia triage; qc: pixel quality control")
@@ -104,6 +120,11 @@ def parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--write", action="store_true",
                           help="write metrics.json (and cxr plots) into the bundle")
     evaluate.set_defaults(func=cmd_evaluate)
+
+    serve = commands.add_parser("serve", help="run the HTTP services with the bundled models")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=3000)
+    serve.set_defaults(func=cmd_serve)
 
     from serving.security.cli import register
 

@@ -17,6 +17,7 @@ HTTP_STATUS: dict[str, int] = {
     "corrupt-header": 400,
     "too-large": 413,
     "unsupported-transfer-syntax": 415,
+    "unsupported-media-type": 415,
     "multi-frame": 422,
     "colour": 422,
     "bits-stored": 422,

@@ -1,0 +1,111 @@
+"""HTTP handlers of the imaging triage API (mounted at /v1 by `serving.service`)."""
+
+from __future__ import annotations
+
+import base64
+
+from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from serving.dicom import DicomRejection
+from serving.results_store import dicom_bytes
+
+DICOM_TYPE = "application/dicom"
+OBJECT_KINDS = ("sr", "sc")
+
+
+def error(status: int, code: str, reason: str) -> JSONResponse:
+    return JSONResponse({"error": code, "reason": reason}, status_code=status)
+
+
+async def read_body(request: Request, max_bytes: int) -> bytes:
+    """The request body, refused with 413 past `max_bytes` before it is all read."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > max_bytes:
+        raise DicomRejection("too-large", f"the body is {declared} bytes; the limit is {max_bytes}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise DicomRejection("too-large", f"the body exceeds the limit of {max_bytes} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def multipart_parts(body: bytes, content_type: str) -> list[bytes]:
+    """The payload of every part of a multipart/related or multipart/form-data body."""
+    _, options = parse_options_header(content_type)
+    boundary = options.get(b"boundary")
+    if not boundary:
+        raise DicomRejection("not-dicom", "a multipart body needs a boundary parameter")
+    parts: list[bytearray] = []
+    parser = MultipartParser(boundary, {
+        "on_part_begin": lambda: parts.append(bytearray()),
+        "on_part_data": lambda data, start, end: parts[-1].extend(data[start:end]),
+    })
+    parser.write(body)
+    parser.finalize()
+    return [bytes(part) for part in parts]
+
+
+def instances(body: bytes, content_type: str) -> tuple[list[bytes], bool]:
+    """The DICOM instances in a request body, and whether it was a multipart request."""
+    media_type = content_type.split(";")[0].strip().lower()
+    if media_type.startswith("multipart/"):
+        return multipart_parts(body, content_type), True
+    if media_type in (DICOM_TYPE, "application/octet-stream"):
+        return [body], False
+    raise DicomRejection("unsupported-media-type",
+                         f"send {DICOM_TYPE} or multipart/related; got {media_type or 'nothing'}")
+
+
+async def triage_one(request: Request, data: bytes, include: set[str]) -> tuple[int, dict]:
+    pipeline, store = request.app.state.pipeline, request.app.state.results
+    try:
+        outcome = await pipeline.triage(data)
+    except DicomRejection as rejection:
+        return rejection.http_status, {"error": rejection.code, "reason": rejection.message}
+    request.state.audit_patient_ids.append(str(outcome.source.get("PatientID", "")))
+    objects = {"sr": dicom_bytes(outcome.sr), "sc": dicom_bytes(outcome.sc)}
+    summary = outcome.summary()
+    result_id = store.save(summary, objects)
+    body = {"id": result_id, **summary,
+            "objects": {kind: f"/v1/imaging/results/{result_id}/{kind}" for kind in OBJECT_KINDS}}
+    for kind in include & set(OBJECT_KINDS):
+        body[kind] = base64.b64encode(objects[kind]).decode()
+    return 200, body
+
+
+async def triage(request: Request) -> Response:
+    """POST /v1/imaging/triage: one DICOM instance (or several, multipart) in, results out."""
+    request.state.audit_patient_ids = []
+    include = {part.strip() for part in request.query_params.get("include", "").split(",") if part}
+    unknown = include - set(OBJECT_KINDS)
+    if unknown:
+        return error(400, "bad-include", f"include takes sr and/or sc; got {sorted(unknown)}")
+    try:
+        body = await read_body(request, request.app.state.pipeline.limits.max_bytes)
+        payloads, multipart = instances(body, request.headers.get("content-type", ""))
+    except DicomRejection as rejection:
+        return error(rejection.http_status, rejection.code, rejection.message)
+    if not payloads:
+        return error(400, "no-instances", "the multipart body holds no parts")
+    answers = [await triage_one(request, data, include) for data in payloads]
+    if not multipart:
+        status, body = answers[0]
+        return JSONResponse(body, status_code=status)
+    return JSONResponse({"results": [{"status": status, **body} for status, body in answers]})
+
+
+async def result_summary(request: Request) -> Response:
+    return await result_object(request, kind="json")
+
+
+async def result_object(request: Request, kind: str | None = None) -> Response:
+    """GET /v1/imaging/results/{id}[/sr|/sc|/json]: a stored result."""
+    kind = kind or request.path_params["kind"]
+    data = request.app.state.results.read(request.path_params["result_id"], kind)
+    if data is None:
+        return error(404, "not-found", "no such result (or object kind: sr, sc, json)")
+    return Response(data, media_type="application/json" if kind == "json" else DICOM_TYPE)

@@ -1,0 +1,163 @@
+"""Chest-radiograph triage of one DICOM instance: header QC, pixel QC, score, result objects.
+
+Independent of BentoML, so the HTTP service and a DICOM gateway share it. Inference goes
+through an `infer` callable taking a list of display-ready images, so the caller decides how
+requests are batched.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable
+
+import numpy as np
+from pydicom import Dataset
+
+from clinassist.bundle import Bundle
+from serving.dicom import (Finding, Limits, TriageResult, build_secondary_capture, build_sr,
+                           check_header, radiograph_pixels, read_instance)
+
+Inference = dict[str, object]
+Infer = Callable[[list[np.ndarray]], Awaitable[list[Inference]]]
+
+CXR_BUNDLE, QC_BUNDLE = "cxr_pneumonia", "qc_radiograph"
+PIXEL_QC_MESSAGES = {
+    "rotated_90": "The image appears rotated by 90 degrees; send it upright.",
+    "rotated_180": "The image appears upside down; send it upright.",
+    "rotated_270": "The image appears rotated by 270 degrees; send it upright.",
+    "flipped_left_right": "The image appears mirrored left to right.",
+    "inverted": "The image appears inverted (bone dark); check the photometric interpretation.",
+    "not_chest_radiograph": "The pixels do not look like a frontal chest radiograph.",
+}
+
+
+class Models:
+    """The triage and pixel-QC bundles, run together over a batch of images."""
+
+    def __init__(self, cxr: Bundle, qc: Bundle):
+        self.cxr, self.qc = cxr, qc
+
+    @classmethod
+    def load(cls, threads: int | None = None) -> "Models":
+        return cls(Bundle.load(CXR_BUNDLE, threads), Bundle.load(QC_BUNDLE, threads))
+
+    def infer(self, images: list[np.ndarray]) -> list[Inference]:
+        """Score every image; images of the same shape share one ONNX Runtime call."""
+        by_shape: dict[tuple, list[int]] = defaultdict(list)
+        for index, image in enumerate(images):
+            by_shape[image.shape].append(index)
+        results: list[Inference] = [{} for _ in images]
+        for indices in by_shape.values():
+            batch = np.stack([images[i] for i in indices])[:, None].astype(np.float32)
+            scored = self.cxr.run(image=batch)
+            qc = self.qc.run(image=batch)["probabilities"]
+            for row, index in enumerate(indices):
+                results[index] = {"probability": float(scored["probability"][row]),
+                                  "cam": scored["cam"][row, 0], "qc": qc[row],
+                                  "batch_size": len(indices)}
+        return results
+
+    def describe(self) -> dict:
+        return {
+            "model": {"name": self.cxr.name, "version": self.cxr.version},
+            "qc_model": {"name": self.qc.name, "version": self.qc.version},
+            "threshold": self.cxr.metadata["operating_point"]["threshold"],
+            "qc_classes": self.qc.metadata["classes"],
+        }
+
+
+@dataclass
+class Triage:
+    """The outcome for one instance: what the API returns and the objects sent back to PACS."""
+
+    source: Dataset
+    findings: list[Finding]
+    result: TriageResult
+    pixel_qc: dict | None
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    batch_size: int = 0
+    sr: Dataset | None = None
+    sc: Dataset | None = None
+
+    def summary(self) -> dict:
+        return {
+            "study_instance_uid": str(self.source.StudyInstanceUID),
+            "series_instance_uid": str(self.source.SeriesInstanceUID),
+            "sop_instance_uid": str(self.source.SOPInstanceUID),
+            "qc": {"passed": self.result.qc_passed,
+                   "reasons": [{"code": f.code, "message": f.message, "blocking": f.blocking}
+                               for f in self.findings],
+                   "pixel_qc": self.pixel_qc},
+            "probability": self.result.probability,
+            "flag": self.result.flag,
+            "threshold": self.result.threshold,
+            "model": {"name": self.result.model_name, "version": self.result.model_version},
+            "timings_ms": self.timings_ms,
+            "batch_size": self.batch_size,
+        }
+
+
+def pixel_qc_finding(qc_probabilities: np.ndarray, classes: list[str]) -> tuple[Finding | None, dict]:
+    best = int(np.argmax(qc_probabilities))
+    verdict = {"class": classes[best], "probability": float(qc_probabilities[best])}
+    if best == 0:
+        return None, verdict
+    return Finding(f"pixel-{classes[best].replace('_', '-')}", PIXEL_QC_MESSAGES[classes[best]],
+                   True), verdict
+
+
+class Pipeline:
+    """Decode, check and score instances, then build their SR and Secondary Capture."""
+
+    def __init__(self, description: dict, infer: Infer, limits: Limits | None = None):
+        self.description, self.infer = description, infer
+        self.limits = limits or Limits.from_env()
+
+    async def triage(self, data: bytes) -> Triage:
+        """Raises `DicomRejection` for input that is not a usable DICOM instance."""
+        clock = Stopwatch()
+        source = read_instance(data, self.limits)
+        findings = check_header(source)
+        pixels = radiograph_pixels(source)
+        clock.lap("decode")
+        inference = (await self.infer([pixels]))[0]
+        clock.lap("inference")
+        pixel_finding, verdict = pixel_qc_finding(np.asarray(inference["qc"]),
+                                                  self.description["qc_classes"])
+        if pixel_finding is not None:
+            findings = [pixel_finding, *findings]
+        result = self.result(findings, inference)
+        triage = Triage(source, findings, result, verdict, batch_size=inference["batch_size"])
+        triage.sr = build_sr(source, result)
+        triage.sc = build_secondary_capture(source, pixels, result)
+        clock.lap("encode")
+        triage.timings_ms = clock.laps
+        return triage
+
+    def result(self, findings: list[Finding], inference: Inference) -> TriageResult:
+        model, threshold = self.description["model"], self.description["threshold"]
+        blocking = [(f.code, f.message) for f in findings if f.blocking]
+        cautions = [(f.code, f.message) for f in findings if not f.blocking]
+        common = dict(threshold=threshold, model_name=model["name"],
+                      model_version=model["version"])
+        if blocking:
+            return TriageResult(probability=None, flag=None, qc_passed=False,
+                                qc_reasons=blocking, **common)
+        probability = float(inference["probability"])
+        return TriageResult(probability=probability, qc_passed=True, qc_reasons=cautions,
+                            flag="urgent" if probability >= threshold else "routine",
+                            cam=np.asarray(inference["cam"]), **common)
+
+
+class Stopwatch:
+    def __init__(self):
+        self.start = self.last = time.perf_counter()
+        self.laps: dict[str, float] = {}
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = round((now - self.last) * 1000, 2)
+        self.laps["total"] = round((now - self.start) * 1000, 2)
+        self.last = now
