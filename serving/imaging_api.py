@@ -10,6 +10,7 @@ from starlette.responses import JSONResponse, Response
 
 from serving.dicom import DicomRejection
 from serving.results_store import dicom_bytes
+from serving.triage import ModelBusy
 
 DICOM_TYPE = "application/dicom"
 OBJECT_KINDS = ("sr", "sc")
@@ -66,6 +67,8 @@ async def triage_one(request: Request, data: bytes, include: set[str]) -> tuple[
         outcome = await pipeline.triage(data)
     except DicomRejection as rejection:
         return rejection.http_status, {"error": rejection.code, "reason": rejection.message}
+    except ModelBusy as busy:
+        return 503, {"error": "busy", "reason": str(busy)}
     request.state.audit_patient_ids.append(str(outcome.source.get("PatientID", "")))
     objects = {"sr": dicom_bytes(outcome.sr), "sc": dicom_bytes(outcome.sc)}
     summary = outcome.summary()

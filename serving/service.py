@@ -8,6 +8,7 @@ DICOM routes take raw bodies, so BentoML's own request parsing never sees them.
 from __future__ import annotations
 
 import bentoml
+from bentoml.exceptions import ServiceUnavailable
 import numpy as np
 from starlette.applications import Starlette
 from starlette.routing import Route
@@ -17,10 +18,10 @@ from serving import imaging_api
 from serving.results_store import ResultStore
 from serving.security import AuthAuditMiddleware
 from serving.security import Route as Permission
-from serving.triage import Models, Pipeline
+from serving.triage import ModelBusy, Models, Pipeline
 
 MAX_BATCH_SIZE = 16
-MAX_LATENCY_MS = 200
+MAX_LATENCY_MS = 20_000  # BentoML sheds requests predicted to miss this
 
 PERMISSIONS = [
     Permission("POST", r"/v1/imaging/triage", "imaging:triage"),
@@ -59,7 +60,10 @@ class Clinassist:
         api.state.results = ResultStore(home_dir() / "results")
 
     async def infer(self, images: list[np.ndarray]) -> list[dict]:
-        return await self.model.to_async.infer(images)
+        try:
+            return await self.model.to_async.infer(images)
+        except ServiceUnavailable as busy:
+            raise ModelBusy("the model service is overloaded; retry shortly") from busy
 
 
 Clinassist.add_asgi_middleware(AuthAuditMiddleware, home=home_dir(), routes=PERMISSIONS)

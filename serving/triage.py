@@ -16,6 +16,7 @@ import numpy as np
 from pydicom import Dataset
 
 from clinassist.bundle import Bundle
+from clinassist.errors import ClinassistError
 from serving.dicom import (Finding, Limits, TriageResult, build_secondary_capture, build_sr,
                            check_header, radiograph_pixels, read_instance)
 
@@ -31,6 +32,10 @@ PIXEL_QC_MESSAGES = {
     "inverted": "The image appears inverted (bone dark); check the photometric interpretation.",
     "not_chest_radiograph": "The pixels do not look like a frontal chest radiograph.",
 }
+
+
+class ModelBusy(ClinassistError):
+    """Inference is shedding load; the caller should retry later."""
 
 
 class Models:
