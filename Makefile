@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $@
 
 run: $(STAMP)
-	$(BIN)/clinassist evaluate cxr
+	$(BIN)/clinassist serve
 
 test: $(STAMP)
 	$(BIN)/pytest

@@ -72,8 +72,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from clinassist.config import REPO_ROOT, home_dir
 
+    from serving.security import UserStore
+
     home = home_dir()
     home.mkdir(parents=True, exist_ok=True)
+    if not any(user.revoked is None for user in UserStore(home).list()):
+        print(f"clinassist: no active users in {home}; every API call will get 401 until you "
+              "create one: clinassist users add --name NAME --role radiologist", file=sys.stderr)
     env = {**os.environ, "BENTOML_DO_NOT_TRACK": "true", "BENTOML_HOME": str(home / "bentoml"),
            "CLINASSIST_HOME": str(home)}
     command = [sys.executable, "-m", "bentoml", "serve", "serving.service:Clinassist",

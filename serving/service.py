@@ -7,6 +7,8 @@ DICOM routes take raw bodies, so BentoML's own request parsing never sees them.
 
 from __future__ import annotations
 
+import os
+
 import bentoml
 from bentoml.exceptions import ServiceUnavailable
 import numpy as np
@@ -20,7 +22,7 @@ from serving.security import AuthAuditMiddleware
 from serving.security import Route as Permission
 from serving.triage import ModelBusy, Models, Pipeline
 
-MAX_BATCH_SIZE = 16
+MAX_BATCH_SIZE = int(os.environ.get("CLINASSIST_MAX_BATCH_SIZE", "16"))  # 1 turns batching off
 MAX_LATENCY_MS = 20_000  # BentoML sheds requests predicted to miss this
 
 PERMISSIONS = [

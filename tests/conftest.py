@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import pytest
 
-from training import cxr_data
-from training.cxr_train import DEFAULT_CONFIG, train
-
 TINY_IMAGES = 96
 
 
 @pytest.fixture(scope="session")
 def records():
+    from training import cxr_data
+
     return cxr_data.read_manifest()
 
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
     """A real run on a few dozen images: one epoch, then resumed to five."""
+    from training.cxr_train import DEFAULT_CONFIG, train
+
     run = tmp_path_factory.mktemp("tiny_run")
     train(DEFAULT_CONFIG, run, limit=TINY_IMAGES, epochs=1)
     train(DEFAULT_CONFIG, run, resume=True, limit=TINY_IMAGES, epochs=5)

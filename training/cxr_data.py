@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image
 from sklearn.model_selection import StratifiedGroupKFold
 
+from clinassist.bundle import file_sha256
 from clinassist.config import data_dir
 from clinassist.errors import ClinassistError
 
@@ -42,14 +43,6 @@ def dataset_root(root: Path | None = None) -> Path:
     return folder
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def expected_manifest_sha256(root: Path) -> str:
     sums = root / "SHA256SUMS"
     if not sums.is_file():
@@ -67,7 +60,7 @@ def read_manifest(root: Path | None = None) -> list[Record]:
     manifest = root / MANIFEST
     if not manifest.is_file():
         raise DataError(f"{manifest} is missing")
-    actual = sha256_of(manifest)
+    actual = file_sha256(manifest)
     if actual != expected_manifest_sha256(root):
         raise DataError(f"{manifest} does not match its SHA256SUMS entry (got {actual})")
     with open(manifest, newline="") as handle:
