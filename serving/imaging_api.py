@@ -16,6 +16,27 @@ DICOM_TYPE = "application/dicom"
 OBJECT_KINDS = ("sr", "sc")
 
 
+TRIAGE_OPENAPI = {
+    "parameters": [{"name": "include", "in": "query", "required": False,
+                    "schema": {"type": "string", "example": "sr,sc"},
+                    "description": "embed result objects (base64): sr, sc"}],
+    "requestBody": {"required": True, "content": {
+        DICOM_TYPE: {"schema": {"type": "string", "format": "binary"}},
+        "multipart/related": {"schema": {"type": "string", "format": "binary"}},
+    }},
+}
+ERRORS = {status: {"description": why, "content": {"application/json": {"example": {
+    "error": code, "reason": "a sentence saying why"}}}}
+    for status, code, why in (
+        (400, "not-dicom", "not DICOM, truncated, or a corrupt header"),
+        (401, "unauthenticated", "no or invalid bearer credential"),
+        (403, "forbidden", "the caller's role lacks the permission"),
+        (413, "too-large", "body or Rows x Columns above the configured limit"),
+        (415, "unsupported-media-type", "wrong media type or transfer syntax"),
+        (422, "colour", "multi-frame, colour or unusable pixel data"),
+        (503, "busy", "the model service is shedding load; retry"))}
+
+
 def error(status: int, code: str, reason: str) -> JSONResponse:
     return JSONResponse({"error": code, "reason": reason}, status_code=status)
 
@@ -81,7 +102,11 @@ async def triage_one(request: Request, data: bytes, include: set[str]) -> tuple[
 
 
 async def triage(request: Request) -> Response:
-    """POST /v1/imaging/triage: one DICOM instance (or several, multipart) in, results out."""
+    """Triage one DICOM instance (`application/dicom`), or several in a multipart body.
+
+    Returns the QC verdict with reasons, the pneumonia probability, the flag (urgent/routine),
+    the threshold, the model, timings, and links to the SR and Secondary Capture
+    (`?include=sr,sc` embeds them, base64). A rejected instance has no probability."""
     request.state.audit_patient_ids = []
     include = {part.strip() for part in request.query_params.get("include", "").split(",") if part}
     unknown = include - set(OBJECT_KINDS)
@@ -101,14 +126,14 @@ async def triage(request: Request) -> Response:
     return JSONResponse({"results": [{"status": status, **body} for status, body in answers]})
 
 
-async def result_summary(request: Request) -> Response:
-    return await result_object(request, kind="json")
+async def result_summary(request: Request, result_id: str) -> Response:
+    """GET /v1/imaging/results/{id}: the stored JSON answer of a triage."""
+    return await result_object(request, result_id, "json")
 
 
-async def result_object(request: Request, kind: str | None = None) -> Response:
-    """GET /v1/imaging/results/{id}[/sr|/sc|/json]: a stored result."""
-    kind = kind or request.path_params["kind"]
-    data = request.app.state.results.read(request.path_params["result_id"], kind)
+async def result_object(request: Request, result_id: str, kind: str) -> Response:
+    """GET /v1/imaging/results/{id}/{sr|sc|json}: a stored result object."""
+    data = request.app.state.results.read(result_id, kind)
     if data is None:
         return error(404, "not-found", "no such result (or object kind: sr, sc, json)")
     return Response(data, media_type="application/json" if kind == "json" else DICOM_TYPE)

@@ -1,7 +1,7 @@
 """The clinassist BentoML service: `bentoml serve serving.service:Clinassist` (or `clinassist serve`).
 
 Two services: `TriageModel` runs the ONNX bundles with adaptive batching; `Clinassist` is the
-public API, a Starlette app mounted at /v1 behind the shared auth and audit middleware. The
+public API, a FastAPI app mounted at /v1 (documented in /docs.json) behind the shared auth and audit middleware. The
 DICOM routes take raw bodies, so BentoML's own request parsing never sees them.
 """
 
@@ -12,8 +12,7 @@ import os
 import bentoml
 from bentoml.exceptions import ServiceUnavailable
 import numpy as np
-from starlette.applications import Starlette
-from starlette.routing import Route
+from fastapi import FastAPI
 
 from clinassist.config import home_dir
 from serving import imaging_api
@@ -30,12 +29,14 @@ PERMISSIONS = [
     Permission("GET", r"/v1/imaging/results/[0-9a-f]{32}(/(sr|sc|json))?", "imaging:results"),
 ]
 
-api = Starlette(routes=[
-    Route("/imaging/triage", imaging_api.triage, methods=["POST"]),
-    Route("/imaging/results/{result_id:str}", imaging_api.result_summary, methods=["GET"]),
-    Route("/imaging/results/{result_id:str}/{kind:str}", imaging_api.result_object,
-          methods=["GET"]),
-])
+api = FastAPI(title="clinassist", docs_url=None, redoc_url=None, openapi_url=None)
+api.add_api_route("/imaging/triage", imaging_api.triage, methods=["POST"], tags=["imaging"],
+                  openapi_extra=imaging_api.TRIAGE_OPENAPI, responses=imaging_api.ERRORS)
+api.add_api_route("/imaging/results/{result_id}", imaging_api.result_summary, methods=["GET"],
+                  tags=["imaging"])
+api.add_api_route("/imaging/results/{result_id}/{kind}", imaging_api.result_object,
+                  methods=["GET"], tags=["imaging"],
+                  responses={200: {"content": {imaging_api.DICOM_TYPE: {}}}})
 
 
 @bentoml.service(name="triage-model", workers=1)

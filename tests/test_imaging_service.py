@@ -116,6 +116,8 @@ def test_auth_matrix(service, role):
 def test_health_metrics_and_openapi_are_open(service):
     for path in ("/livez", "/readyz", "/metrics", "/docs.json"):
         assert httpx.get(service.url + path).status_code == 200
+    paths = httpx.get(service.url + "/docs.json").json()["paths"]
+    assert "application/dicom" in paths[TRIAGE]["post"]["requestBody"]["content"]
 
 
 def test_results_come_back_as_valid_dicom_in_the_source_study(service, tmp_path):
