@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 export CLINASSIST_DATA ?= $(abspath $(CURDIR)/../shared/datasets)
 
-.PHONY: run test install
+.PHONY: run test install system-packages
 
 install: $(STAMP)
 
@@ -19,5 +19,9 @@ $(STAMP): pyproject.toml constraints.txt
 run: $(STAMP)
 	$(BIN)/clinassist serve
 
-test: $(STAMP)
+# dciodvfy (Debian's dicom3tools) validates the DICOM objects the service writes.
+system-packages:
+	@command -v dciodvfy >/dev/null || { apt-get update -qq && apt-get install -y -qq dicom3tools; }
+
+test: $(STAMP) system-packages
 	$(BIN)/pytest
