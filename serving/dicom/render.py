@@ -18,6 +18,9 @@ def heat_colours(heat: np.ndarray) -> np.ndarray:
                      for channel in (1, 2, 3)], axis=-1)
 
 
+HEAT_LUT = np.clip(heat_colours(np.linspace(0.0, 1.0, 256)) + 0.5, 0, 255).astype(np.uint8)
+
+
 def render(pixels: np.ndarray, cam: np.ndarray | None, lines: list[str]) -> np.ndarray:
     """An RGB uint8 picture of display-ready `pixels` (float, [0, 1]), at most MAX_SIDE pixels
     on its long side, with the positive part of `cam` stretched over it and `lines` burned in."""
@@ -26,12 +29,12 @@ def render(pixels: np.ndarray, cam: np.ndarray | None, lines: list[str]) -> np.n
     if scale < 1:
         grey = grey.resize((round(grey.width * scale), round(grey.height * scale)),
                            Image.Resampling.LANCZOS)
-    rgb = np.repeat(np.asarray(grey, dtype=np.float32)[..., None], 3, axis=-1)
+    picture = grey.convert("RGB")
     if cam is not None:
-        heat = _stretched_heat(cam, grey.size)
-        opacity = MAX_OVERLAY_OPACITY * heat[..., None]
-        rgb = (1 - opacity) * rgb + opacity * heat_colours(heat)
-    picture = Image.fromarray(np.clip(rgb + 0.5, 0, 255).astype(np.uint8))
+        levels = (_stretched_heat(cam, grey.size) * 255 + 0.5).astype(np.uint8)
+        opacity = (levels * MAX_OVERLAY_OPACITY + 0.5).astype(np.uint8)
+        picture = Image.composite(Image.fromarray(HEAT_LUT[levels]), picture,
+                                  Image.fromarray(opacity))
     _burn_in(picture, lines)
     return np.asarray(picture)
 
