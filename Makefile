@@ -16,12 +16,17 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet -e '.[train,serve,dev]'
 	touch $@
 
+# The HTTP services, and the DICOM gateway when CLINASSIST_HOME/gateway.json configures one
+# (without it the gateway says what to write and exits; the services keep running).
 run: $(STAMP)
-	$(BIN)/clinassist serve
+	@trap 'kill 0' INT TERM EXIT; $(BIN)/clinassist gateway serve & $(BIN)/clinassist serve
 
-# dciodvfy (Debian's dicom3tools) validates the DICOM objects the service writes.
+# Debian packages the tests start or call: dciodvfy (dicom3tools) validates the DICOM objects
+# the service writes; Orthanc is the PACS of the integration tests; dcmtk's storescu feeds it.
+SYSTEM_PACKAGES := dicom3tools orthanc orthanc-dicomweb dcmtk
 system-packages:
-	@command -v dciodvfy >/dev/null || { apt-get update -qq && apt-get install -y -qq dicom3tools; }
+	@if ! dpkg -s $(SYSTEM_PACKAGES) >/dev/null 2>&1; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES); fi
 
 test: $(STAMP) system-packages
 	$(BIN)/pytest

@@ -131,9 +131,13 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=3000)
     serve.set_defaults(func=cmd_serve)
 
-    from serving.security.cli import register
+    from serving.gateway.cli import register as register_gateway
+    from serving.medication.cli import register as register_medication
+    from serving.security.cli import register as register_security
 
-    register(commands)
+    register_security(commands)
+    register_medication(commands)
+    register_gateway(commands)
     return root
 
 

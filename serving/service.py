@@ -16,6 +16,9 @@ from fastapi import FastAPI
 
 from clinassist.config import home_dir
 from serving import imaging_api
+from serving.gateway import admin_api, worklist_api
+from serving.medication import api as medication_api
+from serving.medication import cds_api
 from serving.results_store import ResultStore
 from serving.security import AuthAuditMiddleware
 from serving.security import Route as Permission
@@ -27,6 +30,12 @@ MAX_LATENCY_MS = 20_000  # BentoML sheds requests predicted to miss this
 PERMISSIONS = [
     Permission("POST", r"/v1/imaging/triage", "imaging:triage"),
     Permission("GET", r"/v1/imaging/results/[0-9a-f]{32}(/(sr|sc|json))?", "imaging:results"),
+    Permission("POST", r"/v1/medication/risk(/fhir)?", "medication:review"),
+    Permission("GET", r"/v1/cds-services", "cds:invoke"),
+    Permission("POST", r"/v1/cds-services/[A-Za-z0-9._-]+", "cds:invoke"),
+    Permission("POST", r"/v1/cds-services/[A-Za-z0-9._-]+/feedback", "cds:feedback"),
+    worklist_api.ROUTE,
+    *admin_api.ROUTES,
 ]
 
 api = FastAPI(title="clinassist", docs_url=None, redoc_url=None, openapi_url=None)
@@ -37,6 +46,20 @@ api.add_api_route("/imaging/results/{result_id}", imaging_api.result_summary, me
 api.add_api_route("/imaging/results/{result_id}/{kind}", imaging_api.result_object,
                   methods=["GET"], tags=["imaging"],
                   responses={200: {"content": {imaging_api.DICOM_TYPE: {}}}})
+api.add_api_route("/medication/risk", medication_api.medication_risk, methods=["POST"],
+                  tags=["medication"], openapi_extra=medication_api.RISK_OPENAPI,
+                  responses=medication_api.ERRORS)
+api.add_api_route("/medication/risk/fhir", medication_api.medication_risk_fhir, methods=["POST"],
+                  tags=["medication"])
+api.add_api_route("/cds-services", cds_api.cds_discovery, methods=["GET"], tags=["cds-hooks"])
+api.add_api_route("/cds-services/{service_id}", cds_api.cds_service, methods=["POST"],
+                  tags=["cds-hooks"])
+api.add_api_route("/cds-services/{service_id}/feedback", cds_api.cds_feedback, methods=["POST"],
+                  tags=["cds-hooks"])
+api.add_api_route("/worklist", worklist_api.worklist, methods=["GET"], tags=["worklist"])
+api.add_api_route("/gateway/jobs", admin_api.jobs, methods=["GET"], tags=["gateway"])
+api.add_api_route("/gateway/jobs/{job_id}/retry", admin_api.retry, methods=["POST"],
+                  tags=["gateway"])
 
 
 @bentoml.service(name="triage-model", workers=1)

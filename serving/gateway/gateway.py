@@ -1,0 +1,73 @@
+"""The running gateway: the SCP and a pool of worker threads over one durable queue."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from serving.gateway.config import GatewayConfig
+from serving.gateway.queue import Backoff, JobQueue
+from serving.gateway.scp import StorageSCP
+from serving.gateway.worker import Worker
+from serving.gateway.worklist import Worklist, max_wait_from_env
+from serving.security import AuditTrail
+from serving.triage import Inference, Models, Pipeline
+
+log = logging.getLogger(__name__)
+IDLE_POLL_S = 0.5  # how soon an idle worker notices a retry that fell due
+
+
+def open_queue(home: Path, config: GatewayConfig) -> JobQueue:
+    return JobQueue(home, Backoff(config.max_attempts, config.backoff_s, config.max_backoff_s))
+
+
+class Gateway:
+    """Triage runs in-process on ONNX Runtime: one process to deploy next to the PACS, no
+    HTTP hop or credentials between the gateway and the models."""
+
+    def __init__(self, home: Path, config: GatewayConfig, models: Models | None = None) -> None:
+        self.config = config
+        self._work, self._stop = threading.Event(), threading.Event()
+        self.models = models or Models.load()
+        self.queue = open_queue(home, config)
+        pipeline = Pipeline(self.models.describe(), self._infer)
+        self.worker = Worker(home, config.ae_title, config.destinations, pipeline, self.queue,
+                             Worklist(home, max_wait_from_env()))
+        self.scp = StorageSCP(config, self.queue, AuditTrail(home), self._work.set)
+        self._threads: list[threading.Thread] = []
+
+    async def _infer(self, images: list[np.ndarray]) -> list[Inference]:
+        return self.models.infer(images)
+
+    def start(self) -> None:
+        self.queue.recover()
+        self._threads = [threading.Thread(target=self._run, name=f"gateway-worker-{n}",
+                                          daemon=True) for n in range(self.config.workers)]
+        for thread in self._threads:
+            thread.start()
+        self.scp.start()
+        log.info("gateway %s listening on %s:%d, %d worker(s), destinations: %s",
+                 self.config.ae_title, self.config.host, self.config.port, self.config.workers,
+                 ", ".join(map(str, self.config.destinations)) or "none")
+
+    def stop(self) -> None:
+        """Stop listening, let workers finish their current step, and return."""
+        self.scp.stop()
+        self._stop.set()
+        self._work.set()
+        for thread in self._threads:
+            thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                busy = self.worker.step()
+            except Exception:  # e.g. the database locked too long: the row stays claimed
+                log.exception("gateway worker step failed; continuing")
+                busy = False
+            if not busy:
+                self._work.wait(IDLE_POLL_S)
+                self._work.clear()

@@ -1,0 +1,65 @@
+"""Run Orthanc (Debian packages) with the shipped configuration on loopback ports of our
+choosing and its own storage: for the integration test, the benchmark and trying it out."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from clinassist.errors import ClinassistError
+
+FOLDER = Path(__file__).resolve().parent
+START_TIMEOUT_S = 30
+
+
+@dataclass
+class LocalOrthanc:
+    url: str  # REST root; DICOMweb is under /dicom-web
+    dicom_port: int
+    process: subprocess.Popen
+
+    def stop(self) -> None:
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+
+def start(folder: Path, http_port: int, dicom_port: int, gateway_port: int) -> LocalOrthanc:
+    """Orthanc storing under `folder`, routing chest radiographs to a gateway on `gateway_port`."""
+    config = json.loads((FOLDER / "orthanc.json").read_text())
+    config.update(StorageDirectory=str(folder / "db"), IndexDirectory=str(folder / "db"),
+                  HttpPort=http_port, DicomPort=dicom_port,
+                  LuaScripts=[str(FOLDER / "route-to-clinassist.lua")],
+                  DicomModalities={"clinassist": ["CLINASSIST", "127.0.0.1", gateway_port]})
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "orthanc.json").write_text(json.dumps(config))
+    with open(folder / "orthanc.log", "w") as log:
+        process = subprocess.Popen(["Orthanc", str(folder / "orthanc.json")], stdout=log,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+    orthanc = LocalOrthanc(f"http://127.0.0.1:{http_port}", dicom_port, process)
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline and process.poll() is None:
+        if _answers(orthanc.url + "/system"):
+            return orthanc
+        time.sleep(0.2)
+    if process.poll() is None:
+        orthanc.stop()
+    raise ClinassistError(f"Orthanc did not start in {START_TIMEOUT_S} s; see "
+                          f"{folder / 'orthanc.log'}")
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False

@@ -1,0 +1,86 @@
+"""The gateway's DICOM listener: C-ECHO and C-STORE (PS3.4 A.4, B.2) from allowed AE titles.
+
+An instance is acknowledged only after `JobQueue.receive` has fsync'd its file and committed
+its job row, so whatever the sender saw stored survives a crash.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
+from pynetdicom.sop_class import (ComputedRadiographyImageStorage,
+                                  DigitalXRayImageStorageForPresentation,
+                                  DigitalXRayImageStorageForProcessing, Verification)
+from pynetdicom.transport import ThreadedAssociationServer
+
+from serving.gateway.config import GatewayConfig
+from serving.gateway.queue import JobQueue
+from serving.security import AuditTrail
+
+log = logging.getLogger(__name__)
+RADIOGRAPH_STORAGE = (ComputedRadiographyImageStorage, DigitalXRayImageStorageForPresentation,
+                      DigitalXRayImageStorageForProcessing)
+SUCCESS, OUT_OF_RESOURCES = 0x0000, 0xA700  # PS3.4 Table B.2-1
+
+
+class StorageSCP:
+    """Accepts associations only from `config.allowed_calling_ae_titles`, addressed to
+    `config.ae_title`; calls `on_receive` after each newly queued instance."""
+
+    def __init__(self, config: GatewayConfig, queue: JobQueue, audit: AuditTrail,
+                 on_receive: Callable[[], None]) -> None:
+        self.config, self.queue, self.audit, self.on_receive = config, queue, audit, on_receive
+        self.actor = f"gateway:{config.ae_title}"
+        self._server: ThreadedAssociationServer | None = None
+
+    def start(self) -> None:
+        ae = AE(ae_title=self.config.ae_title)
+        ae.require_called_aet = True
+        ae.require_calling_aet = list(self.config.allowed_calling_ae_titles)
+        ae.add_supported_context(Verification)
+        for sop_class in RADIOGRAPH_STORAGE:
+            ae.add_supported_context(sop_class, ALL_TRANSFER_SYNTAXES)
+        self._server = ae.start_server(
+            (self.config.host, self.config.port), block=False,
+            evt_handlers=[(evt.EVT_C_ECHO, lambda event: SUCCESS),
+                          (evt.EVT_C_STORE, self._store), (evt.EVT_REJECTED, self._rejected)])
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+
+    def _store(self, event: evt.Event) -> int:
+        calling = event.assoc.requestor.ae_title
+        try:
+            job_id, new = self.queue.receive(event.encoded_dataset(),
+                                             str(event.request.AffectedSOPInstanceUID), calling)
+        except Exception as error:  # disk full, database locked: the sender must retry
+            log.error("could not queue an instance from %s (%s)", calling, type(error).__name__)
+            return OUT_OF_RESOURCES
+        self.audit.record(actor=self.actor, role="gateway", action="gateway:receive",
+                          resource=job_id, outcome="success", patient_ids=_patient_ids(event),
+                          detail=f"from {calling}" + ("" if new else ", already received"))
+        if new:
+            log.info("job %s received from %s", job_id, calling)
+            self.on_receive()
+        return SUCCESS
+
+    def _rejected(self, event: evt.Event) -> None:
+        request = event.assoc.requestor.primitive
+        refused = (f"refused an association from AE title {request.calling_ae_title!r} to "
+                   f"{request.called_ae_title!r}; we accept {self.config.ae_title!r} from "
+                   f"{', '.join(self.config.allowed_calling_ae_titles)}")
+        log.warning("%s (%s)", refused, event.assoc.requestor.address)
+        self.audit.record(actor=self.actor, role="gateway", action="gateway:associate",
+                          resource="association", outcome="failure", detail=refused)
+
+
+def _patient_ids(event: evt.Event) -> list[str]:
+    """The instance's PatientID, if its header can be read (triage reports it otherwise)."""
+    try:
+        patient_id = str(event.dataset.get("PatientID", ""))
+    except Exception:
+        return []
+    return [patient_id] if patient_id else []

@@ -1,0 +1,83 @@
+"""Send result objects to a destination: C-STORE (PS3.4 B.2) over one association, or
+STOW-RS (PS3.18 10.5) in one multipart request."""
+
+from __future__ import annotations
+
+import uuid
+from io import BytesIO
+
+import httpx
+from pydicom import dcmread
+from pynetdicom import AE
+
+from clinassist.errors import ClinassistError
+from serving.gateway.config import (CStoreDestination, Destination, StowRsDestination,
+                                    WebhookDestination)
+
+# PS3.4 Table B.2-1: 0000 success; B000, B007, B006 warnings (stored, with coercion).
+STORED = {0x0000, 0xB000, 0xB006, 0xB007}
+TIMEOUT_S = 30
+
+
+class DeliveryError(ClinassistError):
+    """A destination could not be reached or did not store an object; the job will retry."""
+
+
+def send(calling_ae_title: str, destination: CStoreDestination | StowRsDestination,
+         objects: list[bytes]) -> None:
+    """Store every object (a DICOM file's bytes); raises DeliveryError unless all were stored."""
+    if isinstance(destination, StowRsDestination):
+        stow_rs(destination, objects)
+    else:
+        c_store(calling_ae_title, destination, objects)
+
+
+def c_store(calling_ae_title: str, destination: CStoreDestination, objects: list[bytes]) -> None:
+    datasets = [dcmread(BytesIO(data)) for data in objects]
+    ae = AE(ae_title=calling_ae_title)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = TIMEOUT_S
+    for ds in datasets:
+        ae.add_requested_context(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID)
+    association = ae.associate(destination.host, destination.port, ae_title=destination.ae_title)
+    if not association.is_established:
+        raise DeliveryError(f"{destination} refused or did not answer the association; "
+                            "check that it is running and accepts our AE title "
+                            f"{calling_ae_title}")
+    try:
+        for ds in datasets:
+            status = association.send_c_store(ds)
+            code = status.get("Status") if status else None
+            if code not in STORED:
+                raise DeliveryError(f"{destination} did not store a {ds.Modality} object "
+                                    f"(status {'none' if code is None else f'0x{code:04X}'}); "
+                                    "see its log")
+    finally:
+        association.release()
+
+
+def stow_rs(destination: StowRsDestination, objects: list[bytes]) -> None:
+    """POST {base}/studies; only 200 (all stored) counts (PS3.18 10.5.3: 202 and 409 mean some
+    or all instances failed)."""
+    boundary = uuid.uuid4().hex
+    delimiter = b"--" + boundary.encode()
+    body = b"".join(delimiter + b"\r\nContent-Type: application/dicom\r\n\r\n" + data + b"\r\n"
+                    for data in objects) + delimiter + b"--\r\n"
+    headers = {"Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
+               "Accept": "application/dicom+json"}
+    _post(destination, f"{destination.url}/studies", {"content": body, "headers": headers},
+          accepted=range(200, 201))
+
+
+def post_json(destination: WebhookDestination, payload: dict) -> None:
+    """POST `payload` as JSON; any 2xx answer counts as delivered."""
+    _post(destination, destination.url, {"json": payload}, accepted=range(200, 300))
+
+
+def _post(destination: Destination, url: str, request: dict, accepted: range) -> None:
+    try:
+        answer = httpx.post(url, timeout=TIMEOUT_S, **request)
+    except httpx.HTTPError as error:
+        raise DeliveryError(f"{destination} did not answer ({type(error).__name__}); check "
+                            "that it is running and its URL") from None
+    if answer.status_code not in accepted:
+        raise DeliveryError(f"{destination} answered HTTP {answer.status_code}; see its log")

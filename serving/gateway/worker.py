@@ -1,0 +1,129 @@
+"""One unit of gateway work at a time: triage a received instance, or deliver its results.
+
+Order matters for "exactly once": results are stored and the worklist updated before the job
+is marked processed, so a crash in between only leaves unreferenced results and the instance
+is triaged again; a delivery is marked done after the destination stored it, so a crash in
+between sends the same objects (same SOP Instance UIDs) again, which a PACS stores once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Sequence
+from io import BytesIO
+from pathlib import Path
+
+from pydicom import dcmread
+
+from serving.dicom import DicomRejection
+from serving.gateway.config import Destination, WebhookDestination, parse_destination
+from serving.gateway.fhir import triage_report
+from serving.gateway.queue import Delivery, Job, JobQueue
+from serving.gateway.sender import post_json, send
+from serving.gateway.worklist import Worklist
+from serving.results_store import ResultStore, dicom_bytes
+from serving.security import AuditTrail
+from serving.triage import Pipeline
+
+log = logging.getLogger(__name__)
+RESULT_KINDS = ("sr", "sc")
+
+
+class Worker:
+    """Triage and delivery steps over a shared queue; several may run in threads."""
+
+    def __init__(self, home: Path, ae_title: str, destinations: tuple[Destination, ...],
+                 pipeline: Pipeline, queue: JobQueue, worklist: Worklist) -> None:
+        self.ae_title, self.destinations = ae_title, destinations
+        self.pipeline, self.queue, self.worklist = pipeline, queue, worklist
+        self.results = ResultStore(home / "results")
+        self.audit = AuditTrail(home)
+
+    def step(self) -> bool:
+        """Do one due piece of work; False when there was nothing to do. Deliveries go
+        first: finished results reach the radiologist before new instances are started."""
+        delivery = self.queue.claim_delivery()
+        if delivery is not None:
+            self.deliver(delivery)
+            return True
+        job = self.queue.claim_job()
+        if job is not None:
+            self.triage(job)
+            return True
+        return False
+
+    def triage(self, job: Job) -> None:
+        try:
+            outcome = asyncio.run(self.pipeline.triage(
+                self.queue.instance_path(job.id).read_bytes()))
+        except DicomRejection as rejection:
+            self.queue.rejected(job.id, rejection.code)
+            log.warning("job %s rejected: %s", job.id, rejection.code)
+            self._record("process", job.id, "failure", detail=rejection.code)
+            return
+        except Exception as error:  # any other failure is retried, then dead-lettered
+            self._failed(job.id, [], error, self.queue.job_failed(job.id, _describe(error)))
+            return
+        source, result = outcome.source, outcome.result
+        patient_id = str(source.get("PatientID", ""))
+        result_id = self.results.save(outcome.summary(), {
+            "sr": dicom_bytes(outcome.sr), "sc": dicom_bytes(outcome.sc)})
+        self.worklist.record(str(source.StudyInstanceUID), patient_id,
+                             str(source.get("AccessionNumber", "")), result.flag,
+                             result.probability, job.received_at, result_id)
+        self.queue.processed(job.id, result_id, [str(d) for d in self.destinations])
+        log.info("job %s processed: qc %s, flag %s", job.id,
+                 "passed" if result.qc_passed else "failed", result.flag or "none")
+        self._record("process", job.id, "success", [patient_id])
+
+    def deliver(self, delivery: Delivery) -> None:
+        patients: list[str] = []
+        try:
+            objects = [self._result(delivery.result_id, kind) for kind in RESULT_KINDS]
+            patients = [str(dcmread(BytesIO(objects[0])).get("PatientID", ""))]
+            destination = parse_destination(delivery.destination)
+            if isinstance(destination, WebhookDestination):
+                post_json(destination, self._report(delivery.result_id, patients[0]))
+            else:
+                send(self.ae_title, destination, objects)
+        except Exception as error:  # the destination is down, refuses, or times out: retry
+            dead = self.queue.delivery_failed(delivery.job_id, delivery.destination,
+                                              _describe(error))
+            self._record("deliver", delivery.job_id, "failure", patients, delivery.destination)
+            self._failed(delivery.job_id, patients, error, dead)
+            return
+        self.queue.delivered(delivery.job_id, delivery.destination)
+        log.info("job %s delivered to %s", delivery.job_id, delivery.destination)
+        self._record("deliver", delivery.job_id, "success", patients, delivery.destination)
+
+    def _result(self, result_id: str, kind: str) -> bytes:
+        data = self.results.read(result_id, kind)
+        if data is None:
+            raise FileNotFoundError(f"result {result_id} has no {kind} in {self.results.folder};"
+                                    " restore the folder, then `clinassist gateway retry`")
+        return data
+
+    def _report(self, result_id: str, patient_id: str) -> dict:
+        """The FHIR DiagnosticReport of a result, with its study's current priority."""
+        summary = json.loads(self._result(result_id, "json"))
+        study = self.worklist.entry(summary["study_instance_uid"])
+        return triage_report(summary, patient_id, study.priority if study else "unscored")
+
+    def _failed(self, job_id: str, patients: list[str], error: Exception, dead: bool) -> None:
+        log.warning("job %s failed (%s)%s", job_id, type(error).__name__,
+                    ": dead-lettered, see `clinassist gateway status`" if dead else "; will retry")
+        if dead:
+            self._record("fail", job_id, "failure", patients, type(error).__name__)
+
+    def _record(self, action: str, job_id: str, outcome: str, patients: Sequence[str] = (),
+                detail: str | None = None) -> None:
+        self.audit.record(actor=f"gateway:{self.ae_title}", role="gateway",
+                          action=f"gateway:{action}", resource=job_id, outcome=outcome,
+                          patient_ids=[p for p in patients if p], detail=detail)
+
+
+def _describe(error: Exception) -> str:
+    """What went wrong, kept in the queue for `gateway status` (never logged)."""
+    return f"{type(error).__name__}: {error}"[:300]

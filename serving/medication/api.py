@@ -1,0 +1,184 @@
+"""`POST /v1/medication/risk`: the pharmacist's JSON API (mounted at /v1 by `serving.service`).
+
+The handler validates, delegates to `MedicationReview` in a worker thread, and translates
+errors; the knowledge base is built on first use when `$CLINASSIST_HOME/kb.sqlite` is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from serving.medication import fhir
+from clinassist.errors import ClinassistError
+from serving.medication.errors import (
+    InvalidRequest,
+    KnowledgeBaseUnavailable,
+    MedicationError,
+    NotJson,
+    TooLarge,
+)
+from serving.medication.kb import KnowledgeBase
+from serving.medication.normalise import MedicationInput
+from serving.medication.patient import Patient
+from serving.medication.review import MedicationReview
+
+MAX_BODY_BYTES = 1_000_000
+PERMISSION = "medication:review"
+FHIR_JSON = "application/fhir+json"
+
+
+class PatientIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    age: int | None = Field(None, ge=0, le=130)
+    sex: Literal["female", "male", "other", "unknown"] | None = None
+    egfr: float | None = Field(None, ge=0, le=250, description="mL/min/1.73 m2")
+    allergies: list[str] = Field(default_factory=list, max_length=100)
+    conditions: list[str] = Field(default_factory=list, max_length=200)
+    previous_adr: bool | None = Field(None, description="a previous adverse drug reaction")
+
+    def domain(self) -> Patient:
+        return Patient(self.age, self.sex, self.egfr, tuple(self.allergies),
+                       tuple(self.conditions), self.previous_adr)
+
+
+class MedicationIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str | None = Field(None, min_length=1, max_length=300)
+    rxnorm: str | None = Field(None, pattern=r"^\d{1,10}$")
+    atc: str | None = Field(None, pattern=r"^[A-Za-z]\d\d[A-Za-z]{2}\d\d$",
+                            description="a level-5 (substance) code")
+    dose: str | None = Field(None, max_length=100)
+    route: str | None = Field(None, max_length=100)
+
+    @model_validator(mode="after")
+    def named_or_coded(self) -> MedicationIn:
+        if not (self.name or self.rxnorm or self.atc):
+            raise ValueError("give at least one of name, rxnorm or atc")
+        return self
+
+    def domain(self) -> MedicationInput:
+        return MedicationInput(self.name, self.rxnorm, self.atc)
+
+
+class Options(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    unresolved: Literal["error", "report"] = Field(
+        "error", description="error: 422 listing unknown drugs; report: review the rest and "
+                             "list them in `unresolved`")
+
+
+class RiskRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    patient: PatientIn = Field(default_factory=PatientIn)
+    medications: list[MedicationIn] = Field(min_length=1, max_length=100)
+    options: Options = Field(default_factory=Options)
+
+
+def inline_schema(model: type[BaseModel]) -> dict:
+    """The model's JSON schema with its `$defs` inlined, to embed in an OpenAPI operation."""
+    schema = model.model_json_schema()
+    definitions = schema.pop("$defs", {})
+
+    def resolve(node):
+        if isinstance(node, dict):
+            if "$ref" in node:
+                return resolve(definitions[node["$ref"].rsplit("/", 1)[-1]])
+            return {key: resolve(value) for key, value in node.items()}
+        return [resolve(item) for item in node] if isinstance(node, list) else node
+
+    return resolve(schema)
+
+
+RISK_OPENAPI = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": inline_schema(RiskRequest)}}}}
+ERRORS = {status: {"description": why} for status, why in (
+    (400, "not JSON"), (401, "no or invalid bearer credential"),
+    (403, "the caller's role lacks medication:review"), (413, "body over 1 MB"),
+    (422, "invalid request shape, or medications not found (with suggestions)"),
+    (503, "the knowledge base is missing and cannot be built"))}
+
+_review_lock = threading.Lock()
+
+
+def shared_review(request: Request) -> MedicationReview:
+    """The app's review service, opened (and the KB built, if missing) on first use."""
+    with _review_lock:
+        if getattr(request.app.state, "medication_review", None) is None:
+            try:
+                request.app.state.medication_review = MedicationReview(KnowledgeBase.open())
+            except ClinassistError as missing:
+                raise KnowledgeBaseUnavailable(f"{missing}; or run `clinassist kb build`") \
+                    from missing
+        return request.app.state.medication_review
+
+
+async def read_json(request: Request) -> object:
+    """The JSON body, refused with 413 past MAX_BODY_BYTES."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise TooLarge(f"the body is {declared} bytes; the limit is {MAX_BODY_BYTES}; "
+                       "review a ward as several requests")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise TooLarge(f"the body exceeds {MAX_BODY_BYTES} bytes; review a ward as several "
+                           "requests")
+        chunks.append(chunk)
+    try:
+        return json.loads(b"".join(chunks))
+    except (json.JSONDecodeError, UnicodeDecodeError) as bad:
+        raise NotJson(f"the body is not JSON ({bad}); send application/json") from bad
+
+
+async def parse(request: Request) -> RiskRequest:
+    try:
+        return RiskRequest.model_validate(await read_json(request))
+    except ValidationError as invalid:
+        problems = [{"field": ".".join(str(part) for part in e["loc"]), "problem": e["msg"]}
+                    for e in invalid.errors()]
+        raise InvalidRequest("; ".join(f"{p['field'] or 'body'}: {p['problem']}"
+                                       for p in problems)
+                             + ". See the request schema in /docs.json.", problems) from invalid
+
+
+async def medication_risk(request: Request) -> JSONResponse:
+    """Alerts sorted by severity (interactions, duplicate therapy, renal, allergy), the
+    patient risk score with its components, and the knowledge-base version and sources."""
+    request.state.audit_patient_ids = []  # the JSON request carries no patient identifier
+    try:
+        body = await parse(request)
+        review = await run_in_threadpool(shared_review, request)
+        result = await run_in_threadpool(
+            review.run, body.patient.domain(), [m.domain() for m in body.medications],
+            strict=body.options.unresolved == "error")
+    except MedicationError as problem:
+        return JSONResponse(problem.body(), status_code=problem.http_status)
+    return JSONResponse(result)
+
+
+async def medication_risk_fhir(request: Request) -> JSONResponse:
+    """FHIR R4: a Bundle (Patient, MedicationRequest/MedicationStatement, eGFR Observation,
+    AllergyIntolerance, Condition) in; a collection Bundle of DetectedIssue out.
+    `?unresolved=report` reviews the rest when a medication is unknown, and adds an
+    OperationOutcome listing it."""
+    request.state.audit_patient_ids = []
+    report = request.query_params.get("unresolved", "error") == "report"
+    try:
+        fhir_input = fhir.read_bundle(await read_json(request))
+        if fhir_input.patient_reference:
+            request.state.audit_patient_ids = [fhir_input.patient_reference]
+        review = await run_in_threadpool(shared_review, request)
+        result = await run_in_threadpool(review.run, fhir_input.patient, fhir_input.medications,
+                                         strict=not report)
+    except MedicationError as problem:
+        return JSONResponse(problem.body(), status_code=problem.http_status)
+    bundle = fhir.issues_bundle(result, fhir_input)
+    return JSONResponse(bundle, media_type=FHIR_JSON)

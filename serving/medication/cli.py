@@ -1,0 +1,40 @@
+"""`clinassist kb build`: write the medication knowledge base."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from clinassist.config import data_dir
+from clinassist.errors import ClinassistError
+from serving.medication import kb, kb_build
+
+
+def cmd_kb_build(args: argparse.Namespace) -> None:
+    source = data_dir()
+    if not source.is_dir():
+        raise ClinassistError(f"no data folder {source}; set CLINASSIST_DATA to the folder "
+                              "holding ddi_ansm_thesaurus/, vocab_drug_names/, vocab_atc_who/")
+    output = args.output or kb.default_path()
+    meta = kb_build.build(source, output, with_ddinter=args.with_ddinter,
+                          with_atc=not args.without_atc)
+    licence = ("commercial use allowed" if meta["commercial_use"] == "true"
+               else "includes NON-COMMERCIAL sources")
+    print(f"wrote {output} ({output.stat().st_size / 1e6:.1f} MB) in {meta['build_seconds']} s\n"
+          f"version {meta['kb_version']}\nsources {', '.join(meta['sources'])} ({licence})")
+
+
+def register(subparsers: argparse._SubParsersAction[Any]) -> None:
+    """Add the `kb` command to a CLI's subparsers."""
+    kb_parser = subparsers.add_parser("kb", help="the medication knowledge base")
+    commands = kb_parser.add_subparsers(dest="kb_command", required=True)
+    build = commands.add_parser("build", help="build the SQLite KB from $CLINASSIST_DATA")
+    build.add_argument("--with-ddinter", action="store_true",
+                       help="add DDInter (CC BY-NC-SA 4.0: NON-COMMERCIAL use only)")
+    build.add_argument("--without-atc", action="store_true",
+                       help="leave out the WHO ATC index (non-commercial): a commercially clean "
+                            "KB, without ATC codes and ATC-class checks")
+    build.add_argument("--output", type=Path,
+                       help="default $CLINASSIST_HOME/kb.sqlite")
+    build.set_defaults(func=cmd_kb_build)

@@ -1,0 +1,52 @@
+"""One medication review: resolve, check, score; the same answer for JSON, FHIR or CDS Hooks."""
+
+from __future__ import annotations
+
+from serving.medication.alerts import ranked
+from serving.medication.checks import Checker, InteractionPredictor
+from serving.medication.kb import KnowledgeBase
+from serving.medication.normalise import MedicationInput, Normaliser, ResolvedMedication
+from serving.medication.patient import Patient
+from serving.medication.risk_score import risk_score
+
+
+class MedicationReview:
+    """Built once per knowledge base; `run` is thread-safe."""
+
+    def __init__(self, kb: KnowledgeBase, predictor: InteractionPredictor | None = None) -> None:
+        self.kb = kb
+        self.normaliser = Normaliser(kb)
+        self.checker = Checker(kb, self.normaliser, predictor)
+
+    def run(self, patient: Patient, medications: list[MedicationInput], *,
+            strict: bool = True) -> dict:
+        """Alerts (most severe first), risk score and KB provenance. `strict` raises
+        `UnresolvedDrugs` for any unknown medication; otherwise they are listed in
+        `unresolved` and the rest is reviewed."""
+        if strict:
+            resolved, unresolved = self.normaliser.resolve_all(medications), []
+        else:
+            resolved, unresolved = self.normaliser.partition(medications)
+        allergy_alerts, unchecked = self.checker.allergies(resolved, patient.allergies)
+        alerts = ranked(self.checker.interactions(resolved) + self.checker.duplicates(resolved)
+                        + self.checker.renal(resolved, patient.egfr) + allergy_alerts)
+        return {
+            "alerts": [alert.to_json() for alert in alerts],
+            "risk": risk_score(patient, len(medications), alerts),
+            "medications": [medication_json(m) for m in resolved],
+            "unresolved": unresolved,
+            "unchecked_allergies": unchecked,
+            "knowledge_base": self.provenance(),
+        }
+
+    def provenance(self) -> dict:
+        return {"version": self.kb.version,
+                "commercial_use": self.kb.meta["commercial_use"] == "true",
+                "sources": [{key: source[key] for key in
+                             ("id", "title", "licence", "commercial_use", "attribution")}
+                            for source in self.kb.sources]}
+
+
+def medication_json(medication: ResolvedMedication) -> dict:
+    return {"input": medication.label, "matched_by": medication.matched_by,
+            "ingredients": [i.name for i in medication.ingredients]}
