@@ -23,3 +23,17 @@ def tiny_run(tmp_path_factory):
     train(DEFAULT_CONFIG, run, limit=TINY_IMAGES, epochs=1)
     train(DEFAULT_CONFIG, run, resume=True, limit=TINY_IMAGES, epochs=5)
     return run
+
+
+SERVICE_MAX_DICOM_BYTES = 16 * 1024 * 1024
+
+
+@pytest.fixture(scope="session")
+def service(tmp_path_factory):
+    """`clinassist serve` started once, with its own CLINASSIST_HOME and one user per role."""
+    from service_process import start
+
+    running = start(tmp_path_factory.mktemp("service"),
+                    env={"CLINASSIST_MAX_DICOM_BYTES": str(SERVICE_MAX_DICOM_BYTES)})
+    yield running
+    running.stop()

@@ -15,20 +15,12 @@ import pydicom
 import pytest
 
 from dicom_fixtures import dciodvfy_errors, real_cr, to_bytes
-from service_process import ROLES, cli, start
+from conftest import SERVICE_MAX_DICOM_BYTES as MAX_BYTES
+from service_process import ROLES, cli
 from serving.security import AuditTrail
 
 LOSSY_BOUND = 0.02  # |p(J2K lossy) - p(uncompressed)| on the real CR
-MAX_BYTES = 16 * 1024 * 1024
 TRIAGE = "/v1/imaging/triage"
-
-
-@pytest.fixture(scope="module")
-def service(tmp_path_factory):
-    running = start(tmp_path_factory.mktemp("imaging_service"),
-                    env={"CLINASSIST_MAX_DICOM_BYTES": str(MAX_BYTES)})
-    yield running
-    running.stop()
 
 
 def post(service, body: bytes, role: str = "radiologist", content_type="application/dicom",
