@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +26,35 @@ def cmd_kb_build(args: argparse.Namespace) -> None:
           f"version {meta['kb_version']}\nsources {', '.join(meta['sources'])} ({licence})")
 
 
+def cmd_review(args: argparse.Namespace) -> int:
+    """Review every patient of a CSV or FHIR batch with a progress bar, then print a table."""
+    from tqdm import tqdm
+
+    from serving.medication.batch import read_cases, review_case, summary_table
+    from serving.medication.review import MedicationReview
+
+    cases = read_cases(args.file)
+    review = MedicationReview(kb.KnowledgeBase.open())
+    results = [review_case(review, case) for case in tqdm(cases, desc="patients", unit="patient")]
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1, ensure_ascii=False))
+    print(summary_table(results))
+    failed = sum("error" in result for result in results)
+    print(f"\n{len(results) - failed} of {len(results)} patients reviewed; "
+          f"knowledge base {review.kb.version}")
+    return 1 if failed else 0
+
+
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
-    """Add the `kb` command to a CLI's subparsers."""
+    """Add the `kb` and `medication` commands to a CLI's subparsers."""
+    medication = subparsers.add_parser("medication", help="medication review for pharmacists")
+    medication_commands = medication.add_subparsers(dest="medication_command", required=True)
+    review = medication_commands.add_parser(
+        "review", help="review many patients at once (CSV rows, or FHIR Bundle files)")
+    review.add_argument("file", type=Path, help=".csv file, Bundle .json file, or a folder of them")
+    review.add_argument("--json", type=Path, help="also write every full review to this file")
+    review.set_defaults(func=cmd_review)
+
     kb_parser = subparsers.add_parser("kb", help="the medication knowledge base")
     commands = kb_parser.add_subparsers(dest="kb_command", required=True)
     build = commands.add_parser("build", help="build the SQLite KB from $CLINASSIST_DATA")
