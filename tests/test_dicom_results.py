@@ -23,6 +23,8 @@ CAM[6:9, 2:5] = 3.0  # evidence in the image's left third, rows 43-64 %
 CAM[0, 13] = -2.0  # counter-evidence is never painted
 TRIAGED = TriageResult(0.83, "urgent", qc_passed=True, cam=CAM,
                        qc_reasons=[("population", "The patient is an adult.")], **MODEL)
+ROUTINE_IN_URGENT_STUDY = TriageResult(0.2, "routine", qc_passed=True, cam=CAM,
+                                       study_priority="urgent", **MODEL)
 FAILED = TriageResult(None, None, qc_passed=False, qc_reasons=[
     ("view-position", "The view position is 'LL'; only frontal chest radiographs are triaged."),
     ("population", "The patient is an adult.")], **MODEL)
@@ -43,6 +45,7 @@ def written(source, pixels, tmp_path_factory):
     """Each object built from the real CR, saved and read back as a PACS would."""
     folder = tmp_path_factory.mktemp("results")
     objects = {"sr": build_sr(source, TRIAGED), "sr-failed": build_sr(source, FAILED),
+               "sr-study-urgent": build_sr(source, ROUTINE_IN_URGENT_STUDY),
                "sc": build_secondary_capture(source, pixels, TRIAGED),
                "sc-failed": build_secondary_capture(source, pixels, FAILED)}
     for name, ds in objects.items():
@@ -65,7 +68,7 @@ def coded_value(ds, meaning):
     return [item.ConceptCodeSequence[0].CodeMeaning for item in named(ds, meaning)]
 
 
-@pytest.mark.parametrize("name", ["sr", "sr-failed", "sc", "sc-failed"])
+@pytest.mark.parametrize("name", ["sr", "sr-failed", "sr-study-urgent", "sc", "sc-failed"])
 def test_objects_pass_dciodvfy(written, name):
     assert dciodvfy_errors(written[name]) == []
 
@@ -85,7 +88,7 @@ def test_objects_join_the_source_study_in_a_new_series_naming_the_model(written,
 
 def test_sr_and_sc_are_two_distinct_new_series(written):
     series = {pydicom.dcmread(path).SeriesInstanceUID for path in written.values()}
-    assert len(series) == 4
+    assert len(series) == len(written)
 
 
 def test_sr_is_a_tid_1500_report_on_the_source_image(written, source):
@@ -111,6 +114,13 @@ def test_sr_holds_the_probability_finding_priority_and_qc_outcome(written):
     assert coded_value(sr, "Triage priority") == ["Urgent"]
     assert coded_value(sr, "Input quality control") == ["Passed"]
     assert coded_value(sr, "Input quality control finding") == ["population"]
+
+
+def test_sr_carries_the_study_priority_beside_the_instance_flag(written):
+    sr = pydicom.dcmread(written["sr-study-urgent"])
+    assert coded_value(sr, "Triage priority") == ["Routine"]
+    assert coded_value(sr, "Study worklist priority") == ["Urgent"]
+    assert coded_value(pydicom.dcmread(written["sr"]), "Study worklist priority") == []
 
 
 def test_a_qc_failed_sr_has_no_probability_only_the_reasons(written):

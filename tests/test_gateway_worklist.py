@@ -119,3 +119,13 @@ def test_worklist_api_needs_the_worklist_read_permission(tmp_path, client, role,
 
 def test_worklist_api_refuses_anonymous_callers(client):
     assert client.get("/v1/worklist").status_code == 401
+
+
+def test_a_new_result_only_ever_raises_the_study_priority():
+    from serving.gateway.worklist import raised
+
+    assert raised(None, "routine") == "routine"
+    assert raised("urgent", "routine") == "urgent"
+    assert raised("routine", "urgent") == "urgent"
+    assert raised("routine", None) == "routine"
+    assert raised(None, None) == "unscored"

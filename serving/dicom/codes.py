@@ -19,6 +19,7 @@ PROBABILITY_UNIT = CodedConcept("{probability}", "UCUM", "probability")
 DECISION_THRESHOLD = CodedConcept("DECISION-THRESH", LOCAL, "Decision threshold")
 
 TRIAGE_PRIORITY = CodedConcept("TRIAGE-PRIORITY", LOCAL, "Triage priority")
+STUDY_PRIORITY = CodedConcept("STUDY-PRIORITY", LOCAL, "Study worklist priority")
 PRIORITY = {"urgent": CodedConcept("URGENT", LOCAL, "Urgent"),
             "routine": CodedConcept("ROUTINE", LOCAL, "Routine")}
 

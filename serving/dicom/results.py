@@ -62,6 +62,7 @@ class TriageResult:
     qc_passed: bool
     qc_reasons: list[tuple[str, str]] = field(default_factory=list)
     cam: np.ndarray | None = None
+    study_priority: Flag | None = None  # the study's worklist priority, never lowered
 
     def __post_init__(self) -> None:
         if not 0 <= self.threshold <= 1:
@@ -161,6 +162,9 @@ def _evaluations(result: TriageResult) -> list[QualitativeEvaluation]:
             QualitativeEvaluation(codes.PNEUMONIA, codes.PRESENCE[result.pneumonia_present]),
             QualitativeEvaluation(codes.TRIAGE_PRIORITY, codes.PRIORITY[result.flag]),
         ]
+    if result.study_priority is not None:
+        evaluations.append(QualitativeEvaluation(codes.STUDY_PRIORITY,
+                                                 codes.PRIORITY[result.study_priority]))
     return evaluations
 
 

@@ -12,20 +12,21 @@ import asyncio
 import json
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from io import BytesIO
 from pathlib import Path
 
-from pydicom import dcmread
+from pydicom import Dataset, dcmread
 
-from serving.dicom import DicomRejection
+from serving.dicom import DicomRejection, build_sr
 from serving.gateway.config import Destination, WebhookDestination, parse_destination
 from serving.gateway.fhir import triage_report
 from serving.gateway.queue import Delivery, Job, JobQueue
 from serving.gateway.sender import post_json, send
-from serving.gateway.worklist import Worklist
+from serving.gateway.worklist import Worklist, raised
 from serving.results_store import ResultStore, dicom_bytes
 from serving.security import AuditTrail
-from serving.triage import Pipeline
+from serving.triage import Pipeline, Triage
 
 log = logging.getLogger(__name__)
 RESULT_KINDS = ("sr", "sc")
@@ -54,6 +55,14 @@ class Worker:
             return True
         return False
 
+    def _sr_with_study_priority(self, outcome: Triage) -> Dataset:
+        """The SR, carrying the study's worklist priority as it stands with this result."""
+        study = self.worklist.entry(str(outcome.source.StudyInstanceUID))
+        priority = raised(study.priority if study else None, outcome.result.flag)
+        if priority == "unscored":
+            return outcome.sr
+        return build_sr(outcome.source, replace(outcome.result, study_priority=priority))
+
     def triage(self, job: Job) -> None:
         try:
             outcome = asyncio.run(self.pipeline.triage(
@@ -69,7 +78,8 @@ class Worker:
         source, result = outcome.source, outcome.result
         patient_id = str(source.get("PatientID", ""))
         result_id = self.results.save(outcome.summary(), {
-            "sr": dicom_bytes(outcome.sr), "sc": dicom_bytes(outcome.sc)})
+            "sr": dicom_bytes(self._sr_with_study_priority(outcome)),
+            "sc": dicom_bytes(outcome.sc)})
         self.worklist.record(str(source.StudyInstanceUID), patient_id,
                              str(source.get("AccessionNumber", "")), result.flag,
                              result.probability, job.received_at, result_id)

@@ -49,6 +49,11 @@ class Entry:
     result_id: str
 
 
+def raised(current: str | None, flag: str | None) -> str:
+    """A study's priority after a new result: the higher of the two, never lower."""
+    return max(current or "unscored", flag or "unscored", key=RANK.__getitem__)
+
+
 def max_wait_from_env() -> timedelta:
     """$CLINASSIST_WORKLIST_MAX_WAIT_MINUTES, or one hour."""
     minutes = os.environ.get(MAX_WAIT_ENV)
