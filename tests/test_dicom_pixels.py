@@ -235,8 +235,10 @@ def test_the_real_cr_zero_pixel_spacing_gives_none():
     assert pixel_spacing(read_instance(real_cr(), Limits())) is None
 
 
-def test_serving_dicom_never_imports_torch_or_monai():
-    check = "import sys, serving.dicom; print(sorted({'torch', 'monai'} & set(sys.modules)))"
+@pytest.mark.parametrize("module", ["serving.dicom", "serving.service", "serving.gateway.gateway",
+                                    "serving.medication.review"])
+def test_serving_never_imports_torch_or_monai(module):
+    check = f"import sys, {module}; print(sorted({{'torch', 'monai'}} & set(sys.modules)))"
     run = subprocess.run([sys.executable, "-c", check], cwd=Path(__file__).parent.parent,
                          capture_output=True, text=True)
     assert (run.returncode, run.stdout.strip()) == (0, "[]"), run.stderr
