@@ -69,7 +69,8 @@ class TriageModel:
     def __init__(self) -> None:
         self.models = Models.load()
 
-    @bentoml.api(batchable=True, max_batch_size=MAX_BATCH_SIZE, max_latency_ms=MAX_LATENCY_MS)
+    @bentoml.api(batchable=MAX_BATCH_SIZE > 1, max_batch_size=max(MAX_BATCH_SIZE, 2),
+                 max_latency_ms=MAX_LATENCY_MS)
     def infer(self, images: list[np.ndarray]) -> list[dict]:
         return [{"probability": out["probability"], "cam": np.asarray(out["cam"]).tolist(),
                  "qc": np.asarray(out["qc"]).tolist(), "batch_size": out["batch_size"]}
