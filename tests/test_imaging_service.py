@@ -19,7 +19,7 @@ from conftest import SERVICE_MAX_DICOM_BYTES as MAX_BYTES
 from service_process import ROLES, cli
 from serving.security import AuditTrail
 
-LOSSY_BOUND = 0.02  # |p(J2K lossy) - p(uncompressed)| on the real CR
+LOSSY_BOUND = 0.005  # |p(J2K lossy) - p(uncompressed)| on the real CR; measured 1.5e-4
 TRIAGE = "/v1/imaging/triage"
 
 
