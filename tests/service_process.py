@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -12,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+
+from clinassist.processes import stop_group
 
 ROLES = ("radiologist", "pharmacist", "ml_engineer", "admin", "gateway")
 CLI = [sys.executable, "-m", "clinassist.cli"]
@@ -39,11 +40,7 @@ class Service:
         return {"Authorization": f"Bearer {self.keys[role]}"}
 
     def stop(self) -> None:
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
+        stop_group(self.process)
 
 
 def start(home: Path, env: dict | None = None, timeout: float = 120) -> Service:

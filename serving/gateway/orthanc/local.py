@@ -4,8 +4,6 @@ choosing and its own storage: for the integration test, the benchmark and trying
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import time
 from dataclasses import dataclass
@@ -14,6 +12,7 @@ from pathlib import Path
 import httpx
 
 from clinassist.errors import ClinassistError
+from clinassist.processes import stop_group
 
 FOLDER = Path(__file__).resolve().parent
 START_TIMEOUT_S = 30
@@ -26,12 +25,7 @@ class LocalOrthanc:
     process: subprocess.Popen
 
     def stop(self) -> None:
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+        stop_group(self.process)
 
 
 def start(folder: Path, http_port: int, dicom_port: int, gateway_port: int) -> LocalOrthanc:
