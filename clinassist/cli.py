@@ -14,14 +14,22 @@ from clinassist.bundle import Bundle
 from clinassist.config import bundle_dir
 from clinassist.errors import ClinassistError
 
-BUNDLES = {"cxr": "cxr_pneumonia", "qc": "qc_radiograph"}
-CONFIGS = {"cxr": "cxr_pneumonia.yaml", "qc": "qc.yaml"}
+BUNDLES = {"cxr": "cxr_pneumonia", "qc": "qc_radiograph", "ddi": "ddi_drugbank86"}
+CONFIGS = {"cxr": "cxr_pneumonia.yaml", "qc": "qc.yaml", "ddi": "ddi.yaml"}
+MODEL_HELP = ("cxr: pneumonia triage; qc: pixel quality control; "
+              "ddi: drug-interaction type (DrugBank-86)")
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "training" / "configs"
 
 
 def cmd_train(args: argparse.Namespace) -> None:
     config = args.config or CONFIG_DIR / CONFIGS[args.model]
     output = args.output or Path("runs") / args.model
+    if args.model == "ddi":
+        from training.ddi_train import train
+
+        train(config, output, resume=args.resume, limit=args.limit, epochs=args.epochs,
+              split=args.split)
+        return
     if args.model == "qc":
         from training.qc_train import train
 
@@ -41,7 +49,9 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    if args.model == "qc":
+    if args.model == "ddi":
+        from training.ddi_bundle import export
+    elif args.model == "qc":
         from training.qc_bundle import export
     else:
         from training.cxr_export import export
@@ -52,14 +62,22 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    if args.model == "qc":
+    if args.model == "ddi" and args.write and not args.run:
+        raise ClinassistError("evaluate ddi --write needs --run (the `train ddi` output), so "
+                              "metrics.json keeps all three splits")
+    if args.model == "ddi":
+        from training.ddi_bundle import evaluate, format_table
+    elif args.model == "qc":
         from training.qc_bundle import evaluate, format_table
     else:
         from training.cxr_evaluate import evaluate, format_table
 
     bundle = Bundle.load(args.bundle or BUNDLES[args.model])
     plots = bundle.path if args.write else args.plots
-    result = evaluate(bundle, plots_dir=plots) if args.model == "cxr" else evaluate(bundle)
+    if args.model == "cxr":
+        result = evaluate(bundle, plots_dir=plots)
+    else:
+        result = evaluate(args.run if args.model == "ddi" and args.run else bundle)
     if args.write:
         (bundle.path / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2) if args.json else format_table(result))
@@ -86,9 +104,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return subprocess.call(command, env=env, cwd=home)
 
 
-def add_model_argument(parser: argparse.ArgumentParser, choices=("cxr", "qc")) -> None:
-    parser.add_argument("model", choices=choices,
-                        help="cxr: pneumonia triage; qc: pixel quality control")
+def add_model_argument(parser: argparse.ArgumentParser, choices=tuple(BUNDLES)) -> None:
+    parser.add_argument("model", choices=choices, help=MODEL_HELP)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -102,7 +119,9 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true",
                        help="continue from the newest checkpoint in the run directory")
     train.add_argument("--epochs", type=float, help="override the configured epochs")
-    train.add_argument("--limit", type=int, help="train on this many images (smoke runs)")
+    train.add_argument("--limit", type=int, help="train on this many items (smoke runs)")
+    train.add_argument("--split", choices=("s1", "s2", "s3"),
+                       help="ddi: train one split only (default: all three)")
     train.set_defaults(func=cmd_train)
 
     cal = commands.add_parser("calibrate", help="fit temperature and threshold on validation")
@@ -120,6 +139,8 @@ def parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="evaluate a bundle on held-out data")
     add_model_argument(evaluate)
     evaluate.add_argument("--bundle", type=Path, help="bundle folder (default: models/NAME)")
+    evaluate.add_argument("--run", type=Path,
+                          help="ddi: a `train ddi` output folder, to score all three splits")
     evaluate.add_argument("--json", action="store_true", help="print the metrics as JSON")
     evaluate.add_argument("--plots", type=Path, help="cxr: write ROC/calibration/confusion PNGs here")
     evaluate.add_argument("--write", action="store_true",

@@ -15,8 +15,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from serving.medication import fhir
 from clinassist.errors import ClinassistError
+from serving.medication import fhir
 from serving.medication.errors import (
     InvalidRequest,
     KnowledgeBaseUnavailable,
@@ -24,10 +24,9 @@ from serving.medication.errors import (
     NotJson,
     TooLarge,
 )
-from serving.medication.kb import KnowledgeBase
 from serving.medication.normalise import MedicationInput
 from serving.medication.patient import Patient
-from serving.medication.review import MedicationReview
+from serving.medication.review import MedicationReview, default_review
 
 MAX_BODY_BYTES = 1_000_000
 PERMISSION = "medication:review"
@@ -112,7 +111,7 @@ def shared_review(request: Request) -> MedicationReview:
     with _review_lock:
         if getattr(request.app.state, "medication_review", None) is None:
             try:
-                request.app.state.medication_review = MedicationReview(KnowledgeBase.open())
+                request.app.state.medication_review = default_review()
             except ClinassistError as missing:
                 raise KnowledgeBaseUnavailable(f"{missing}; or run `clinassist kb build`") \
                     from missing

@@ -31,10 +31,10 @@ def cmd_review(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from serving.medication.batch import read_cases, review_case, summary_table
-    from serving.medication.review import MedicationReview
+    from serving.medication.review import default_review
 
     cases = read_cases(args.file)
-    review = MedicationReview(kb.KnowledgeBase.open())
+    review = default_review()
     results = [review_case(review, case) for case in tqdm(cases, desc="patients", unit="patient")]
     if args.json:
         args.json.write_text(json.dumps(results, indent=1, ensure_ascii=False))

@@ -38,7 +38,8 @@ class DrugBankPredictor:
         bits = meta["network_data_format"]["inputs"]["drug1"]["shape"][1]
         with np.load(self.bundle.path / meta["fingerprints"]["file"]) as stored:
             self.row = {str(drug): i for i, drug in enumerate(stored["drugbank_ids"])}
-            self.fingerprints = np.unpackbits(stored["packed_bits"], axis=1)[:, :bits].astype(np.float32)
+            unpacked = np.unpackbits(stored["packed_bits"], axis=1)[:, :bits]
+        self.fingerprints = unpacked.astype(np.float32)
         names = json.loads((self.bundle.path / meta["drug_names"]["file"]).read_text())
         self.drug_by_name = {fold(name): drug for name, drug in names.items()}
         self._scored = lru_cache(maxsize=65536)(self._score)

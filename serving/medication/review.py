@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from serving.medication.alerts import ranked
 from serving.medication.checks import Checker, InteractionPredictor
 from serving.medication.kb import KnowledgeBase
@@ -45,6 +47,18 @@ class MedicationReview:
                 "sources": [{key: source[key] for key in
                              ("id", "title", "licence", "commercial_use", "attribution")}
                             for source in self.kb.sources]}
+
+
+def default_review() -> MedicationReview:
+    """The KB at its default place (built if missing), with the DrugBank-86 interaction model
+    for pairs the KB does not cover only when CLINASSIST_DDI_MODEL=1: the model is
+    non-commercial (CC BY-NC 4.0) and names a type for nearly any pair, so it is opt-in."""
+    predictor = None
+    if os.environ.get("CLINASSIST_DDI_MODEL", "0") == "1":
+        from serving.medication.predictor import DrugBankPredictor
+
+        predictor = DrugBankPredictor()
+    return MedicationReview(KnowledgeBase.open(), predictor)
 
 
 def medication_json(medication: ResolvedMedication) -> dict:
