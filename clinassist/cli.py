@@ -1,4 +1,4 @@
-"""The `clinassist` command: train, calibrate, export and evaluate models.
+"""The `clinassist` command: models (train, calibrate, export, evaluate), services, users, audit.
 
 Heavy modules (torch, MONAI, transformers) are imported inside the commands that need them.
 """
