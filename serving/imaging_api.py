@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from serving.dicom import DicomRejection
+from serving.http_body import BodyTooLarge, read_capped
 from serving.results_store import dicom_bytes
 from serving.triage import ModelBusy
 
@@ -43,16 +44,10 @@ def error(status: int, code: str, reason: str) -> JSONResponse:
 
 async def read_body(request: Request, max_bytes: int) -> bytes:
     """The request body, refused with 413 past `max_bytes` before it is all read."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > max_bytes:
-        raise DicomRejection("too-large", f"the body is {declared} bytes; the limit is {max_bytes}")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise DicomRejection("too-large", f"the body exceeds the limit of {max_bytes} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    try:
+        return await read_capped(request, max_bytes)
+    except BodyTooLarge as too_large:
+        raise DicomRejection("too-large", str(too_large)) from too_large
 
 
 def multipart_parts(body: bytes, content_type: str) -> list[bytes]:

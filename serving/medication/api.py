@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from clinassist.errors import ClinassistError
+from serving.http_body import BodyTooLarge, read_capped
 from serving.medication import fhir
 from serving.medication.errors import (
     InvalidRequest,
@@ -120,19 +121,12 @@ def shared_review(request: Request) -> MedicationReview:
 
 async def read_json(request: Request) -> object:
     """The JSON body, refused with 413 past MAX_BODY_BYTES."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise TooLarge(f"the body is {declared} bytes; the limit is {MAX_BODY_BYTES}; "
-                       "review a ward as several requests")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise TooLarge(f"the body exceeds {MAX_BODY_BYTES} bytes; review a ward as several "
-                           "requests")
-        chunks.append(chunk)
     try:
-        return json.loads(b"".join(chunks))
+        body = await read_capped(request, MAX_BODY_BYTES)
+    except BodyTooLarge as too_large:
+        raise TooLarge(f"{too_large}; review a ward as several requests") from too_large
+    try:
+        return json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as bad:
         raise NotJson(f"the body is not JSON ({bad}); send application/json") from bad
 
