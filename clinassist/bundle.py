@@ -29,6 +29,17 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def read_metadata(name_or_path: str | Path) -> tuple[Path, dict]:
+    """A bundle's folder and `metadata.json`, without loading its model."""
+    path = Path(name_or_path)
+    if not path.is_dir():
+        path = bundle_dir(str(name_or_path))
+    meta_file = path / "metadata.json"
+    if not meta_file.is_file():
+        raise BundleError(f"no model bundle at {path} (metadata.json missing)")
+    return path, json.loads(meta_file.read_text())
+
+
 @dataclass
 class Bundle:
     path: Path
@@ -37,13 +48,8 @@ class Bundle:
 
     @classmethod
     def load(cls, name_or_path: str | Path, threads: int | None = None) -> "Bundle":
-        path = Path(name_or_path)
-        if not path.is_dir():
-            path = bundle_dir(str(name_or_path))
+        path, metadata = read_metadata(name_or_path)
         meta_file = path / "metadata.json"
-        if not meta_file.is_file():
-            raise BundleError(f"no model bundle at {path} (metadata.json missing)")
-        metadata = json.loads(meta_file.read_text())
         model_file = path / metadata["model_file"]
         if not model_file.is_file():
             raise BundleError(f"{model_file} is missing")

@@ -22,7 +22,7 @@ from serving.medication import cds_api
 from serving.results_store import ResultStore
 from serving.security import AuthAuditMiddleware
 from serving.security import Route as Permission
-from serving.triage import ModelBusy, Models, Pipeline
+from serving.triage import ModelBusy, Models, Pipeline, describe_bundles
 
 MAX_BATCH_SIZE = int(os.environ.get("CLINASSIST_MAX_BATCH_SIZE", "16"))  # 1 turns batching off
 MAX_LATENCY_MS = 20_000  # BentoML sheds requests predicted to miss this
@@ -83,7 +83,7 @@ class Clinassist:
     model = bentoml.depends(TriageModel)
 
     def __init__(self) -> None:
-        api.state.pipeline = Pipeline(Models.load(threads=1).describe(), self.infer)
+        api.state.pipeline = Pipeline(describe_bundles(), self.infer)
         api.state.results = ResultStore(home_dir() / "results")
 
     async def infer(self, images: list[np.ndarray]) -> list[dict]:

@@ -15,7 +15,7 @@ from typing import Awaitable, Callable
 import numpy as np
 from pydicom import Dataset
 
-from clinassist.bundle import Bundle
+from clinassist.bundle import Bundle, read_metadata
 from clinassist.errors import ClinassistError
 from serving.dicom import (Finding, Limits, TriageResult, build_secondary_capture, build_sr,
                            check_header, radiograph_pixels, read_instance)
@@ -65,12 +65,22 @@ class Models:
         return results
 
     def describe(self) -> dict:
-        return {
-            "model": {"name": self.cxr.name, "version": self.cxr.version},
-            "qc_model": {"name": self.qc.name, "version": self.qc.version},
-            "threshold": self.cxr.metadata["operating_point"]["threshold"],
-            "qc_classes": self.qc.metadata["classes"],
-        }
+        return describe(self.cxr.metadata, self.qc.metadata)
+
+
+def describe(cxr: dict, qc: dict) -> dict:
+    """What the pipeline reports and decides with, from the two bundles' metadata."""
+    return {
+        "model": {"name": cxr["name"], "version": cxr["version"]},
+        "qc_model": {"name": qc["name"], "version": qc["version"]},
+        "threshold": cxr["operating_point"]["threshold"],
+        "qc_classes": qc["classes"],
+    }
+
+
+def describe_bundles() -> dict:
+    """`describe` for the committed bundles, reading only their metadata (no model loaded)."""
+    return describe(read_metadata(CXR_BUNDLE)[1], read_metadata(QC_BUNDLE)[1])
 
 
 @dataclass
