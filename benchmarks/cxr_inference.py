@@ -1,10 +1,11 @@
 """Benchmark (not a test): ONNX Runtime vs PyTorch eager for the chest-radiograph model, and
 training throughput, measured in one run on real test images.
 
-    .venv/bin/python benchmarks/cxr_inference.py [--run runs/cxr] [--repeats 5]
+    .venv/bin/python benchmarks/cxr_inference.py [--run runs/cxr --run runs/cxr128] [--repeats 5]
 
-The PyTorch side uses the trained run's weights when `--run` exists, otherwise a freshly
-initialised network of the same architecture (speed does not depend on the weight values).
+The model is what `clinassist export cxr` builds from the runs: their ensemble, batch norms
+folded and weights rounded to float16. When a run is missing, freshly initialised networks of
+the default architecture stand in (speed does not depend on the weight values).
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ import numpy as np
 import torch
 
 from training import cxr_data
-from training.cxr_model import CalibratedCxr
-from training.cxr_train import augmentations, build_net, default_config, load_trained
-from training.onnx_export import export_onnx
+from training.cxr_export import load_ensemble
+from training.cxr_model import CalibratedCxr, CxrEnsemble
+from training.cxr_train import augmentations, build_net, default_config
+from training.onnx_export import export_onnx, fold_batch_norms, store_weights_as_half
 
 
 def best_seconds(fn, repeats: int) -> float:
@@ -72,33 +74,39 @@ def main() -> None:
     import onnxruntime as ort
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", type=Path, default=Path("runs/cxr"))
+    parser.add_argument("--run", type=Path, action="append",
+                        help="run directory, repeated for an ensemble (default: runs/cxr, runs/cxr128)")
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
 
-    if (args.run / "final").is_dir():
-        net, cfg = load_trained(args.run)
-        weights = f"trained run {args.run}"
+    runs = args.run or [Path("runs/cxr"), Path("runs/cxr128")]
+    if all((run / "final").is_dir() for run in runs):
+        ensemble, cfgs = load_ensemble(runs)
+        weights = f"trained runs {', '.join(map(str, runs))}"
     else:
-        cfg = default_config()
-        net, weights = build_net(cfg).eval(), "untrained network of the same architecture"
-    model = CalibratedCxr(net, 1.0).eval()
+        cfgs = [default_config()]
+        ensemble = fold_batch_norms(CxrEnsemble([build_net(cfgs[0])]).eval())
+        weights = "untrained network of the default architecture"
+    model = CalibratedCxr(ensemble, 1.0).eval()
     test = [r for r in cxr_data.read_manifest() if r.split == "test"][:64]
     images = cxr_data.load_pixels(test).astype(np.float32)[:, None]
 
     with tempfile.TemporaryDirectory() as folder:
         onnx_path = Path(folder) / "model.onnx"
         export_onnx(model, onnx_path, ["probability", "cam"])
+        store_weights_as_half(onnx_path)
         session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-        print(f"\nchest-radiograph model ({weights}), {cfg['image_size']} px in-graph, "
+        sizes = " + ".join(f"{cfg['image_size']} px" for cfg in cfgs)
+        print(f"\nchest-radiograph model ({weights}), {sizes} in-graph, "
               f"{torch.get_num_threads()} torch threads, 224x224 inputs")
         print(f"{'batch':>6} {'PyTorch img/s':>14} {'ONNX RT img/s':>14} {'ratio':>6}")
         for batch in (1, 32):
             eager, onnx = inference_rates(model, session, images, batch, args.repeats)
             print(f"{batch:>6} {eager:>14.1f} {onnx:>14.1f} {onnx / eager:>6.2f}")
-    plain, augmented = training_rate(cfg, images, cxr_data.labels(test), args.repeats)
-    print(f"training (batch {cfg['batch_size']}, forward+backward+AdamW): {plain:.1f} img/s; "
-          f"with MONAI augmentation: {augmented:.1f} img/s")
+    for cfg in cfgs:
+        plain, augmented = training_rate(cfg, images, cxr_data.labels(test), args.repeats)
+        print(f"training at {cfg['image_size']} px (batch {cfg['batch_size']}, forward+backward+"
+              f"AdamW): {plain:.1f} img/s; with MONAI augmentation: {augmented:.1f} img/s")
 
 
 if __name__ == "__main__":

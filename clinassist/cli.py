@@ -39,13 +39,13 @@ def cmd_train(args: argparse.Namespace) -> None:
     from training.cxr_train import train
 
     run = train(config, output, resume=args.resume, limit=args.limit, epochs=args.epochs)
-    print(json.dumps(calibrate(run), indent=2))
+    print(json.dumps(calibrate([run]), indent=2))
 
 
 def cmd_calibrate(args: argparse.Namespace) -> None:
     from training.cxr_export import calibrate
 
-    print(json.dumps(calibrate(args.run or Path("runs/cxr")), indent=2))
+    print(json.dumps(calibrate(args.run or [Path("runs/cxr")]), indent=2))
 
 
 def cmd_export(args: argparse.Namespace) -> None:
@@ -56,7 +56,10 @@ def cmd_export(args: argparse.Namespace) -> None:
     else:
         from training.cxr_export import export
     bundle = args.bundle or bundle_dir(BUNDLES[args.model])
-    meta = export(args.run or Path("runs") / args.model, bundle, args.version)
+    runs = args.run or [Path("runs") / args.model]
+    if args.model != "cxr" and len(runs) > 1:
+        raise ClinassistError(f"{args.model} exports one run; only cxr takes several (an ensemble)")
+    meta = export(runs if args.model == "cxr" else runs[0], bundle, args.version)
     print(f"wrote {bundle}/model.onnx (sha256 {meta['sha256'][:12]}…), parity max abs diff "
           f"{meta['export_parity_max_abs_diff']:.1e}")
 
@@ -126,12 +129,15 @@ def parser() -> argparse.ArgumentParser:
 
     cal = commands.add_parser("calibrate", help="fit temperature and threshold on validation")
     add_model_argument(cal, choices=("cxr",))
-    cal.add_argument("--run", type=Path, help="run directory (default: runs/cxr)")
+    cal.add_argument("--run", type=Path, action="append",
+                     help="run directory, repeated for an ensemble (default: runs/cxr)")
     cal.set_defaults(func=cmd_calibrate)
 
     export = commands.add_parser("export", help="export a trained run to an ONNX bundle")
     add_model_argument(export)
-    export.add_argument("--run", type=Path, help="run directory (default: runs/MODEL)")
+    export.add_argument("--run", type=Path, action="append",
+                        help="run directory (default: runs/MODEL); cxr: repeat it to export "
+                             "the runs as one ensemble")
     export.add_argument("--bundle", type=Path, help="bundle folder (default: models/NAME)")
     export.add_argument("--version", default="1.0.0", help="semantic version of the bundle")
     export.set_defaults(func=cmd_export)

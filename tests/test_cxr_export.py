@@ -1,32 +1,32 @@
 import json
+import shutil
 
 import pytest
 
 from clinassist.bundle import Bundle, BundleError
-from training.cxr_export import PARITY_TOLERANCE, ExportError, check_parity, export
+from training.cxr_export import PARITY_TOLERANCE, ExportError, check_parity, export, load_ensemble
 from training.cxr_model import CalibratedCxr
-from training.cxr_train import load_trained
 
 
 @pytest.fixture(scope="module")
 def tiny_bundle(tiny_run, tmp_path_factory):
     bundle = tmp_path_factory.mktemp("bundle")
-    export(tiny_run, bundle, "0.0.1")
+    export([tiny_run], bundle, "0.0.1")
     return bundle
 
 
 def test_export_matches_pytorch_on_real_test_images(tiny_run, tiny_bundle):
     meta = json.loads((tiny_bundle / "metadata.json").read_text())
     assert meta["export_parity_max_abs_diff"] <= PARITY_TOLERANCE
-    net, _ = load_trained(tiny_run)
-    model = CalibratedCxr(net, meta["calibration"]["temperature"]).eval()
+    ensemble, _ = load_ensemble([tiny_run])
+    model = CalibratedCxr(ensemble, meta["calibration"]["temperature"]).eval()
     assert check_parity(model, tiny_bundle / "model.onnx") <= PARITY_TOLERANCE
 
 
 def test_parity_check_catches_a_graph_that_differs(tiny_run, tiny_bundle):
-    net, _ = load_trained(tiny_run)
+    ensemble, _ = load_ensemble([tiny_run])
     meta = json.loads((tiny_bundle / "metadata.json").read_text())
-    other = CalibratedCxr(net, meta["calibration"]["temperature"] * 0.5).eval()
+    other = CalibratedCxr(ensemble, meta["calibration"]["temperature"] * 0.5).eval()
     with pytest.raises(ExportError, match="differ"):
         check_parity(other, tiny_bundle / "model.onnx")
 
@@ -52,3 +52,21 @@ def test_bundle_refuses_metadata_that_misnames_an_output(tiny_bundle, tmp_path):
     (tmp_path / "model.onnx").write_bytes((tiny_bundle / "model.onnx").read_bytes())
     with pytest.raises(BundleError, match="ONNX graph has"):
         Bundle.load(tmp_path)
+
+
+def test_an_ensemble_bundle_has_one_member_per_run_and_the_finest_activation_grid(tiny_run,
+                                                                                  tmp_path):
+    meta = export([tiny_run, tiny_run], tmp_path, "0.0.2")
+    assert meta["ensemble"]["members"] == 2 and len(meta["training_configs"]) == 2
+    assert meta["export_parity_max_abs_diff"] <= PARITY_TOLERANCE
+    size = meta["training_configs"][0]["image_size"] // 16
+    assert meta["network_data_format"]["outputs"]["cam"]["shape"] == ["batch", 1, size, size]
+
+
+def test_runs_on_different_validation_splits_cannot_form_an_ensemble(tiny_run, tmp_path):
+    other = tmp_path / "other"
+    shutil.copytree(tiny_run / "final", other / "final")
+    config = other / "final" / "config.yaml"
+    config.write_text(config.read_text().replace("seed:", "seed: 1 #"))
+    with pytest.raises(ExportError, match="validation splits"):
+        load_ensemble([tiny_run, other])

@@ -43,11 +43,12 @@ def kermany_training_data(cfg: dict) -> dict:
     }
 
 
-def raw_image_input(size: int) -> dict:
+def raw_image_input(*sizes: int) -> dict:
+    resizes = " and ".join(f"{size}x{size}" for size in sizes)
     return {
         "type": "image", "format": "grayscale raw pixel values", "dtype": "float32",
         "shape": ["batch", 1, "height", "width"], "value_range": "any (8-bit or 16-bit)",
-        "preprocessing_in_graph": f"bilinear antialiased resize to {size}x{size}, per-image z-score",
+        "preprocessing_in_graph": f"bilinear antialiased resize to {resizes}, per-image z-score",
         "expects": "display-ready radiograph: modality and VOI LUT applied, MONOCHROME2 "
                    "(bright bone)",
     }

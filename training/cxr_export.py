@@ -11,10 +11,11 @@ import torch
 from clinassist.bundle import file_sha256
 from clinassist.errors import ClinassistError
 from training import bundle_metadata, calibration, cxr_data
-from training.cxr_model import CalibratedCxr, CxrNet
+from training.cxr_model import CalibratedCxr, CxrEnsemble, CxrNet
 from training.cxr_train import load_trained
 from training.metrics import expected_calibration_error, sensitivity, specificity
-from training.onnx_export import export_onnx, max_abs_difference
+from training.onnx_export import (export_onnx, fold_batch_norms, max_abs_difference,
+                                  round_to_half_precision, store_weights_as_half)
 
 MIN_SENSITIVITY = 0.95
 PARITY_TOLERANCE = 1e-4
@@ -25,7 +26,7 @@ class ExportError(ClinassistError):
     """The exported graph disagrees with the PyTorch model."""
 
 
-def logits_of(net: CxrNet, pixels: np.ndarray, batch_size: int = 64) -> np.ndarray:
+def logits_of(net: CxrNet | CxrEnsemble, pixels: np.ndarray, batch_size: int = 64) -> np.ndarray:
     with torch.no_grad():
         return np.concatenate([
             net.logit_and_cam(torch.from_numpy(pixels[i:i + batch_size]).float().unsqueeze(1))[0].numpy()
@@ -33,29 +34,45 @@ def logits_of(net: CxrNet, pixels: np.ndarray, batch_size: int = 64) -> np.ndarr
         ])
 
 
-def calibrate(run: Path) -> dict:
-    """Fit the temperature and the operating point on the run's validation split."""
-    net, cfg = load_trained(run)
+def load_ensemble(runs: list[Path]) -> tuple[CxrEnsemble, list[dict]]:
+    """The trained runs as one ensemble with half-precision weights (what the bundle stores).
+
+    The members must share the validation split, which calibration relies on."""
+    loaded = [load_trained(run) for run in runs]
+    cfgs = [cfg for _, cfg in loaded]
+    if len({(cfg["seed"], cfg["val_fraction"]) for cfg in cfgs}) > 1:
+        raise ExportError("ensemble members were trained on different validation splits "
+                          "(seed / val_fraction differ); calibration needs one split")
+    ensemble = CxrEnsemble([net for net, _ in loaded]).eval()
+    return round_to_half_precision(fold_batch_norms(ensemble)), cfgs
+
+
+def calibrate(runs: list[Path]) -> dict:
+    """Fit the temperature and the operating point of the ensemble on the validation split."""
+    ensemble, cfgs = load_ensemble(runs)
+    return calibrate_on_validation(ensemble, cfgs[0])
+
+
+def calibrate_on_validation(net: CxrEnsemble, cfg: dict) -> dict:
     splits = cxr_data.make_splits(cxr_data.read_manifest(), cfg["val_fraction"], cfg["seed"])
     targets = cxr_data.labels(splits.val)
     logits = logits_of(net, cxr_data.load_pixels(splits.val))
     temperature = calibration.fit_temperature(logits, targets)
     probabilities = calibration.sigmoid(logits / temperature)
     threshold = calibration.threshold_for_sensitivity(probabilities, targets, MIN_SENSITIVITY)
-    result = {
+    return {
         "temperature": temperature,
         "threshold": threshold,
         "criterion": f"highest threshold with sensitivity >= {MIN_SENSITIVITY} on validation",
         "validation": {
             "images": len(targets),
+            "nll_after": calibration.binary_nll(logits / temperature, targets),
             "sensitivity_at_threshold": sensitivity(probabilities, targets, threshold),
             "specificity_at_threshold": specificity(probabilities, targets, threshold),
             "ece_before": expected_calibration_error(calibration.sigmoid(logits), targets),
             "ece_after": expected_calibration_error(probabilities, targets),
         },
     }
-    (run / "calibration.json").write_text(json.dumps(result, indent=2))
-    return result
 
 
 def parity_images(count: int = 24) -> list[np.ndarray]:
@@ -77,8 +94,9 @@ def check_parity(model: CalibratedCxr, onnx_path: Path) -> float:
     return worst
 
 
-def metadata(cfg: dict, cal: dict, onnx_path: Path, version: str, parity: float) -> dict:
-    size, stride = cfg["image_size"], 16
+def metadata(cfgs: list[dict], cam_size: int, cal: dict, onnx_path: Path, version: str,
+             parity: float) -> dict:
+    sizes = [cfg["image_size"] for cfg in cfgs]
     return {
         "name": BUNDLE_NAME,
         "version": version,
@@ -88,39 +106,44 @@ def metadata(cfg: dict, cal: dict, onnx_path: Path, version: str, parity: float)
         "sha256": file_sha256(onnx_path),
         "framework": bundle_metadata.framework(),
         "network_data_format": {
-            "inputs": {"image": bundle_metadata.raw_image_input(size)},
+            "inputs": {"image": bundle_metadata.raw_image_input(*sizes)},
             "outputs": {
                 "probability": {"type": "probabilities", "dtype": "float32", "shape": ["batch"],
                                 "value_range": [0, 1], "channel_def": {"1": "pneumonia"},
                                 "calibrated": True},
                 "cam": {"type": "class activation map", "dtype": "float32",
-                        "shape": ["batch", 1, size // stride, size // stride],
+                        "shape": ["batch", 1, cam_size, cam_size],
                         "description": "pneumonia evidence per region (logit units); stretch "
                                        "over the whole image to overlay"},
             },
         },
+        "ensemble": {"members": len(cfgs), "input_sizes": sizes,
+                     "combination": "mean of member logits; activation maps resized to the "
+                                    "finest grid and averaged",
+                     "weights": "rounded to float16 and stored as float16 (computed in float32)"},
         "calibration": {"method": "temperature scaling on validation",
                         "temperature": cal["temperature"]},
         "operating_point": {"threshold": cal["threshold"], "criterion": cal["criterion"],
                             "validation": cal["validation"]},
         "export_parity_max_abs_diff": parity,
-        "training_data": bundle_metadata.kermany_training_data(cfg),
-        "training_config": cfg,
+        "training_data": bundle_metadata.kermany_training_data(cfgs[0]),
+        "training_configs": cfgs,
         "licence": "CC BY 4.0 (model weights derived from CC BY 4.0 data; cite Kermany et al., "
                    "Cell 2018;172(5):1122-1131)",
     }
 
 
-def export(run: Path, bundle: Path, version: str) -> dict:
-    """Write `model.onnx` and `metadata.json` into `bundle`; return the metadata."""
-    cal_file = run / "calibration.json"
-    cal = json.loads(cal_file.read_text()) if cal_file.is_file() else calibrate(run)
-    net, cfg = load_trained(run)
-    model = CalibratedCxr(net, cal["temperature"]).eval()
+def export(runs: list[Path], bundle: Path, version: str) -> dict:
+    """Calibrate the runs as one ensemble on validation, write `model.onnx` and `metadata.json`
+    into `bundle`, and return the metadata."""
+    ensemble, cfgs = load_ensemble(runs)
+    cal = calibrate_on_validation(ensemble, cfgs[0])
+    model = CalibratedCxr(ensemble, cal["temperature"]).eval()
     bundle.mkdir(parents=True, exist_ok=True)
     onnx_path = bundle / "model.onnx"
     export_onnx(model, onnx_path, ["probability", "cam"])
+    store_weights_as_half(onnx_path)
     parity = check_parity(model, onnx_path)
-    meta = metadata(cfg, cal, onnx_path, version, parity)
+    meta = metadata(cfgs, ensemble.cam_size, cal, onnx_path, version, parity)
     (bundle / "metadata.json").write_text(json.dumps(meta, indent=2) + "\n")
     return meta

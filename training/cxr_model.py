@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+CAM_STRIDE = 16
+
 
 class Preprocess(nn.Module):
     """Resize (N, 1, H, W) raw pixels to a square and z-score each image on its own."""
@@ -67,10 +69,27 @@ class CxrNet(nn.Module):
         return out
 
 
+class CxrEnsemble(nn.Module):
+    """Members that may differ in input size: the mean of their logits, and their activation
+    maps resized to the finest member's grid and averaged."""
+
+    def __init__(self, members: list[CxrNet]):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        self.cam_size = max(m.preprocess.size for m in members) // CAM_STRIDE
+
+    def logit_and_cam(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, cams = zip(*(m.logit_and_cam(pixels) for m in self.members))
+        grid = (self.cam_size, self.cam_size)
+        cams = [c if c.shape[-2:] == grid else
+                F.interpolate(c, size=grid, mode="bilinear", align_corners=False) for c in cams]
+        return torch.stack(logits).mean(dim=0), torch.stack(cams).mean(dim=0)
+
+
 class CalibratedCxr(nn.Module):
     """What is exported: calibrated probability and activation map from raw pixels."""
 
-    def __init__(self, net: CxrNet, temperature: float):
+    def __init__(self, net: CxrNet | CxrEnsemble, temperature: float):
         super().__init__()
         self.net = net
         self.register_buffer("temperature", torch.tensor(float(temperature)))
