@@ -29,7 +29,7 @@ def test_metadata_describes_the_onnx_file(bundle):
     (image,) = bundle.session.get_inputs()
     assert image.name == "image" and image.type == "tensor(float)"
     assert image.shape[1] == 1 and all(isinstance(d, str) for d in (image.shape[0], *image.shape[2:]))
-    size = meta["training_config"]["image_size"] // 16
+    size = max(cfg["image_size"] for cfg in meta["training_configs"]) // 16
     assert meta["network_data_format"]["outputs"]["cam"]["shape"][2:] == [size, size]
     out = bundle.run(image=np.zeros((2, 1, 300, 260), np.float32) + np.arange(260, dtype=np.float32))
     assert out["probability"].shape == (2,) and out["cam"].shape == (2, 1, size, size)
@@ -41,7 +41,7 @@ def test_metadata_describes_the_onnx_file(bundle):
 def test_metadata_hashes_the_training_data_it_was_built_from(bundle, records):
     data = bundle.metadata["training_data"]
     assert data["manifest_sha256"] == cxr_data.expected_manifest_sha256(cxr_data.dataset_root())
-    cfg = bundle.metadata["training_config"]
+    (cfg, *_) = bundle.metadata["training_configs"]
     splits = cxr_data.make_splits(records, cfg["val_fraction"], cfg["seed"])
     assert data["split_sha256"]["train"] == records_sha256(splits.train)
     assert data["split_sha256"]["test"] == records_sha256(splits.test)
@@ -57,7 +57,7 @@ def test_committed_metrics_reproduce(bundle, fresh_evaluation):
 
 def test_bundle_meets_the_triage_quality_bar(fresh_evaluation):
     """AUC >= 0.97 and accuracy >= 0.90 where the flag is decided (the operating point).
-    Accuracy at 0.5 is 0.897, just under 0.90; the model card reports it as a shortfall."""
+    Accuracy at 0.5 is 0.891, under 0.90; the model card reports it as a shortfall."""
     metrics = fresh_evaluation["metrics"]
     assert metrics["auc"]["value"] >= 0.97
     assert metrics["accuracy_at_threshold"]["value"] >= 0.90
