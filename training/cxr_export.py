@@ -23,7 +23,7 @@ BUNDLE_NAME = "cxr_pneumonia"
 
 
 class ExportError(ClinassistError):
-    """The exported graph disagrees with the PyTorch model."""
+    """The runs cannot form one bundle, or the exported graph disagrees with PyTorch."""
 
 
 def logits_of(net: CxrNet | CxrEnsemble, pixels: np.ndarray, batch_size: int = 64) -> np.ndarray:
