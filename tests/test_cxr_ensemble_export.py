@@ -49,6 +49,18 @@ def test_an_ensemble_averages_logits_and_puts_activation_maps_on_the_finest_grid
     assert torch.equal(alone[0], fine.logit_and_cam(pixels())[0])
 
 
+def test_a_max_pool_member_computes_what_the_monai_resnet_computes_on_a_coarser_grid():
+    torch.manual_seed(6)
+    pooled = CxrNet(64, (8, 16, 32, 32), max_pool=True).eval()
+    with torch.no_grad():
+        logit, cam = pooled.logit_and_cam(pixels())
+        reference = pooled.backbone(pooled.preprocess(pixels()))[:, 0]
+        _, ensemble_cam = CxrEnsemble([pooled, small_net(48, 7)]).logit_and_cam(pixels())
+    assert cam.shape == (3, 1, 2, 2) and pooled.cam_grid == 2
+    assert torch.allclose(logit, reference, atol=1e-5)
+    assert ensemble_cam.shape == (3, 1, 3, 3)
+
+
 def test_half_size_weights_shrink_the_file_and_keep_what_the_graph_computes(tmp_path):
     model = CalibratedCxr(round_to_half_precision(fold_batch_norms(CxrEnsemble(
         [small_net(32, 3), small_net(48, 4)]))), 0.9).eval()

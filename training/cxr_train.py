@@ -101,7 +101,8 @@ def balanced_pos_weight(targets: np.ndarray) -> float:
 
 
 def build_net(cfg: dict, pos_weight: float = 1.0) -> CxrNet:
-    return CxrNet(cfg["image_size"], tuple(cfg["widths"]), pos_weight=pos_weight)
+    return CxrNet(cfg["image_size"], tuple(cfg["widths"]), pos_weight=pos_weight,
+                  max_pool=cfg.get("max_pool", False))
 
 
 def train(config_path: Path | str, output: Path, resume: bool = False,
