@@ -1,4 +1,4 @@
-"""The `clinassist` command: models (train, calibrate, export, evaluate), services, users, audit.
+"""The `clinassist` command: models (train, compare, export, evaluate), services, users, audit.
 
 Heavy modules (torch, MONAI, transformers) are imported inside the commands that need them.
 """
@@ -46,6 +46,13 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
     from training.cxr_export import calibrate
 
     print(json.dumps(calibrate(args.run or [Path("runs/cxr")]), indent=2))
+
+
+def cmd_compare(args: argparse.Namespace) -> None:
+    from training.cxr_compare import compare, format_table
+
+    rows = compare(args.run)
+    print(json.dumps(rows, indent=2) if args.json else format_table(rows))
 
 
 def cmd_export(args: argparse.Namespace) -> None:
@@ -132,6 +139,14 @@ def parser() -> argparse.ArgumentParser:
     cal.add_argument("--run", type=Path, action="append",
                      help="run directory, repeated for an ensemble (default: runs/cxr)")
     cal.set_defaults(func=cmd_calibrate)
+
+    compare = commands.add_parser(
+        "compare", help="rank each run and every ensemble of runs on validation NLL")
+    add_model_argument(compare, choices=("cxr",))
+    compare.add_argument("--run", type=Path, action="append", required=True,
+                         help="run directory, repeated")
+    compare.add_argument("--json", action="store_true", help="print the ranking as JSON")
+    compare.set_defaults(func=cmd_compare)
 
     export = commands.add_parser("export", help="export a trained run to an ONNX bundle")
     add_model_argument(export)

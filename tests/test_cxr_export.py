@@ -4,7 +4,8 @@ import shutil
 import pytest
 
 from clinassist.bundle import Bundle, BundleError
-from training.cxr_export import PARITY_TOLERANCE, ExportError, check_parity, export, load_ensemble
+from training.cxr_export import (PARITY_TOLERANCE, ExportError, calibrate, check_parity, export,
+                                 load_ensemble)
 from training.cxr_model import CalibratedCxr
 
 
@@ -70,3 +71,15 @@ def test_runs_on_different_validation_splits_cannot_form_an_ensemble(tiny_run, t
     config.write_text(config.read_text().replace("seed:", "seed: 1 #"))
     with pytest.raises(ExportError, match="validation splits"):
         load_ensemble([tiny_run, other])
+
+
+def test_compare_scores_a_run_as_calibration_does_and_its_ensembles_too(tiny_run):
+    from training.cxr_compare import compare
+
+    rows = compare([tiny_run, tiny_run])
+    alone = [row for row in rows if len(row["runs"]) == 1]
+    assert len(rows) == 3 and len(alone) == 2
+    expected = calibrate([tiny_run])["validation"]["nll_after"]
+    for row in rows:  # a run averaged with itself is that run
+        assert row["nll_after_temperature"] == pytest.approx(expected, rel=1e-6)
+    assert sum(row["chosen"] for row in rows) == 1

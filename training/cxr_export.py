@@ -53,10 +53,15 @@ def calibrate(runs: list[Path]) -> dict:
     return calibrate_on_validation(ensemble, cfgs[0])
 
 
-def calibrate_on_validation(net: CxrEnsemble, cfg: dict) -> dict:
+def validation_data(cfg: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels and labels of the run's validation split."""
     splits = cxr_data.make_splits(cxr_data.read_manifest(), cfg["val_fraction"], cfg["seed"])
-    targets = cxr_data.labels(splits.val)
-    logits = logits_of(net, cxr_data.load_pixels(splits.val))
+    return cxr_data.load_pixels(splits.val), cxr_data.labels(splits.val)
+
+
+def calibrate_on_validation(net: CxrEnsemble, cfg: dict) -> dict:
+    pixels, targets = validation_data(cfg)
+    logits = logits_of(net, pixels)
     temperature = calibration.fit_temperature(logits, targets)
     probabilities = calibration.sigmoid(logits / temperature)
     threshold = calibration.threshold_for_sensitivity(probabilities, targets, MIN_SENSITIVITY)
