@@ -61,6 +61,14 @@ def test_a_max_pool_member_computes_what_the_monai_resnet_computes_on_a_coarser_
     assert ensemble_cam.shape == (3, 1, 3, 3)
 
 
+@pytest.mark.parametrize(("size", "max_pool"), [(100, False), (100, True), (224, True), (96, False)])
+def test_the_announced_activation_grid_is_the_one_computed(size, max_pool):
+    net = CxrNet(size, (8, 8, 8, 8), max_pool=max_pool).eval()
+    with torch.no_grad():
+        _, cam = net.logit_and_cam(pixels())
+    assert cam.shape[-2:] == (net.cam_grid, net.cam_grid)
+
+
 def test_half_size_weights_shrink_the_file_and_keep_what_the_graph_computes(tmp_path):
     model = CalibratedCxr(round_to_half_precision(fold_batch_norms(CxrEnsemble(
         [small_net(32, 3), small_net(48, 4)]))), 0.9).eval()

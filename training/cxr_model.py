@@ -7,6 +7,8 @@ serving.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -42,7 +44,7 @@ class CxrNet(nn.Module):
 
         self.pos_weight = pos_weight
         self.preprocess = Preprocess(image_size)
-        self.cam_grid = image_size // (32 if max_pool else 16)
+        self.cam_grid = math.ceil(image_size / (32 if max_pool else 16))
         self.backbone = ResNet(block="basic", layers=[2, 2, 2, 2], block_inplanes=list(widths),
                                spatial_dims=2, n_input_channels=1, conv1_t_size=7,
                                conv1_t_stride=2, no_max_pool=not max_pool, num_classes=1)
