@@ -14,6 +14,7 @@ import numpy as np
 
 from training import calibration
 from training.cxr_export import load_ensemble, logits_of, validation_data
+from training.metrics import confusion
 
 BUNDLE_LIMIT_MB = 20.0
 BYTES_PER_WEIGHT = 2  # float16 storage, see onnx_export.store_weights_as_half
@@ -29,10 +30,11 @@ def rank_candidates(member_logits: list[np.ndarray], targets: np.ndarray, names:
         for chosen in combinations(range(len(names)), count):
             logits = np.mean([member_logits[i] for i in chosen], axis=0)
             temperature = calibration.fit_temperature(logits, targets)
+            counts = confusion(calibration.sigmoid(logits / temperature), targets, 0.5)
             rows.append({
                 "runs": [names[i] for i in chosen],
                 "nll_after_temperature": calibration.binary_nll(logits / temperature, targets),
-                "errors_at_0.5": int(((logits > 0) != (targets == 1)).sum()),
+                "errors_at_0.5": counts["fp"] + counts["fn"],
                 "weights_mb": sum(weights_mb[i] for i in chosen),
                 "chosen": False,
             })
