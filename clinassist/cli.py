@@ -1,4 +1,4 @@
-"""The `clinassist` command: models (train, compare, export, evaluate), services, users, audit.
+"""The `clinassist` command: train/calibrate/compare/export/evaluate models; services, users, audit.
 
 Heavy modules (torch, MONAI, transformers) are imported inside the commands that need them.
 """
