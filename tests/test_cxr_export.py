@@ -83,3 +83,12 @@ def test_compare_scores_a_run_as_calibration_does_and_its_ensembles_too(tiny_run
     for row in rows:  # a run averaged with itself is that run
         assert row["nll_after_temperature"] == pytest.approx(expected, rel=1e-6)
     assert sum(row["chosen"] for row in rows) == 1
+
+
+def test_the_compare_command_prints_the_ranking_as_json(tiny_run, capsys):
+    from clinassist.cli import main
+
+    assert main(["compare", "cxr", "--run", str(tiny_run), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [row["runs"] for row in rows] == [[str(tiny_run)]]
+    assert rows[0]["chosen"] and 0 < rows[0]["weights_mb"] < 20
