@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from training import cxr_data
-from training.cxr_export import load_ensemble
-from training.cxr_model import CalibratedCxr, CxrEnsemble
-from training.cxr_train import augmentations, build_net, default_config
-from training.onnx_export import export_onnx, fold_batch_norms, store_weights_as_half
+from clinassist.training import cxr_data
+from clinassist.training.cxr_export import load_ensemble
+from clinassist.training.cxr_model import CalibratedCxr, CxrEnsemble
+from clinassist.training.cxr_train import augmentations, build_net, default_config
+from clinassist.training.onnx_export import export_onnx, fold_batch_norms, store_weights_as_half
 
 
 def best_seconds(fn, repeats: int) -> float:

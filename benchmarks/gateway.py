@@ -36,7 +36,7 @@ from service_process import free_port  # noqa: E402
 from test_gateway_support import echo, wait_for  # noqa: E402
 
 from clinassist.config import data_dir  # noqa: E402
-from serving.gateway.orthanc import local  # noqa: E402
+from clinassist.serving.gateway.orthanc import local  # noqa: E402
 
 STALL_S = 180  # give up when Orthanc's instance count has not moved for this long
 
@@ -59,7 +59,7 @@ def start_gateway(home: Path, port: int, orthanc_port: int, workers: int) -> sub
         "destinations": [f"ORTHANC@127.0.0.1:{orthanc_port}"], "backoff_s": 1,
         "max_backoff_s": 5}))
     with open(home / "gateway.log", "w") as log:
-        process = subprocess.Popen([sys.executable, "-m", "serving.gateway", "serve"], cwd=home,
+        process = subprocess.Popen([sys.executable, "-m", "clinassist.serving.gateway", "serve"], cwd=home,
                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                                    env={**os.environ, "CLINASSIST_HOME": str(home)})
     wait_for(lambda: echo(port, calling="ORTHANC") == 0, 60, "the gateway")

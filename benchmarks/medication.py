@@ -16,11 +16,11 @@ from pathlib import Path
 import httpx
 
 from clinassist.config import data_dir
-from serving.medication import kb_build
-from serving.medication.kb import KnowledgeBase
-from serving.medication.normalise import MedicationInput
-from serving.medication.patient import Patient
-from serving.medication.review import MedicationReview
+from clinassist.serving.medication import kb_build
+from clinassist.serving.medication.kb import KnowledgeBase
+from clinassist.serving.medication.normalise import MedicationInput
+from clinassist.serving.medication.patient import Patient
+from clinassist.serving.medication.review import MedicationReview
 
 TEN_DRUGS = ["warfarin", "Advil", "simvastatin", "clarithromycin", "metformin", "lisinopril",
              "amlodipine", "furosemide", "omeprazole", "acetaminophen"]

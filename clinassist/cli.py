@@ -18,38 +18,38 @@ BUNDLES = {"cxr": "cxr_pneumonia", "qc": "qc_radiograph", "ddi": "ddi_drugbank86
 CONFIGS = {"cxr": "cxr_pneumonia.yaml", "qc": "qc.yaml", "ddi": "ddi.yaml"}
 MODEL_HELP = ("cxr: pneumonia triage; qc: pixel quality control; "
               "ddi: drug-interaction type (DrugBank-86)")
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "training" / "configs"
+CONFIG_DIR = Path(__file__).resolve().parent / "training" / "configs"
 
 
 def cmd_train(args: argparse.Namespace) -> None:
     config = args.config or CONFIG_DIR / CONFIGS[args.model]
     output = args.output or Path("runs") / args.model
     if args.model == "ddi":
-        from training.ddi_train import train
+        from clinassist.training.ddi_train import train
 
         train(config, output, resume=args.resume, limit=args.limit, epochs=args.epochs,
               split=args.split)
         return
     if args.model == "qc":
-        from training.qc_train import train
+        from clinassist.training.qc_train import train
 
         train(config, output, resume=args.resume, limit=args.limit, epochs=args.epochs)
         return
-    from training.cxr_export import calibrate
-    from training.cxr_train import train
+    from clinassist.training.cxr_export import calibrate
+    from clinassist.training.cxr_train import train
 
     run = train(config, output, resume=args.resume, limit=args.limit, epochs=args.epochs)
     print(json.dumps(calibrate([run]), indent=2))
 
 
 def cmd_calibrate(args: argparse.Namespace) -> None:
-    from training.cxr_export import calibrate
+    from clinassist.training.cxr_export import calibrate
 
     print(json.dumps(calibrate(args.run or [Path("runs/cxr")]), indent=2))
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
-    from training.cxr_compare import compare, format_table
+    from clinassist.training.cxr_compare import compare, format_table
 
     rows = compare(args.run)
     print(json.dumps(rows, indent=2) if args.json else format_table(rows))
@@ -57,11 +57,11 @@ def cmd_compare(args: argparse.Namespace) -> None:
 
 def cmd_export(args: argparse.Namespace) -> None:
     if args.model == "ddi":
-        from training.ddi_bundle import export
+        from clinassist.training.ddi_bundle import export
     elif args.model == "qc":
-        from training.qc_bundle import export
+        from clinassist.training.qc_bundle import export
     else:
-        from training.cxr_export import export
+        from clinassist.training.cxr_export import export
     bundle = args.bundle or bundle_dir(BUNDLES[args.model])
     runs = args.run or [Path("runs") / args.model]
     if args.model != "cxr" and len(runs) > 1:
@@ -76,11 +76,11 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         raise ClinassistError("evaluate ddi --write needs --run (the `train ddi` output), so "
                               "metrics.json keeps all three splits")
     if args.model == "ddi":
-        from training.ddi_bundle import evaluate, format_table
+        from clinassist.training.ddi_bundle import evaluate, format_table
     elif args.model == "qc":
-        from training.qc_bundle import evaluate, format_table
+        from clinassist.training.qc_bundle import evaluate, format_table
     else:
-        from training.cxr_evaluate import evaluate, format_table
+        from clinassist.training.cxr_evaluate import evaluate, format_table
 
     bundle = Bundle.load(args.bundle or BUNDLES[args.model])
     plots = bundle.path if args.write else args.plots
@@ -100,7 +100,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from clinassist.config import REPO_ROOT, home_dir
 
-    from serving.security import UserStore
+    from clinassist.serving.security import UserStore
 
     home = home_dir()
     home.mkdir(parents=True, exist_ok=True)
@@ -109,7 +109,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
               "create one: clinassist users add --name NAME --role radiologist", file=sys.stderr)
     env = {**os.environ, "BENTOML_DO_NOT_TRACK": "true", "BENTOML_HOME": str(home / "bentoml"),
            "CLINASSIST_HOME": str(home)}
-    command = [sys.executable, "-m", "bentoml", "serve", "serving.service:Clinassist",
+    command = [sys.executable, "-m", "bentoml", "serve", "clinassist.serving.service:Clinassist",
                "--host", args.host, "--port", str(args.port), "--working-dir", str(REPO_ROOT)]
     return subprocess.call(command, env=env, cwd=home)
 
@@ -173,9 +173,9 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=3000)
     serve.set_defaults(func=cmd_serve)
 
-    from serving.gateway.cli import register as register_gateway
-    from serving.medication.cli import register as register_medication
-    from serving.security.cli import register as register_security
+    from clinassist.serving.gateway.cli import register as register_gateway
+    from clinassist.serving.medication.cli import register as register_medication
+    from clinassist.serving.security.cli import register as register_security
 
     register_security(commands)
     register_medication(commands)

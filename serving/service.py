@@ -15,14 +15,14 @@ import numpy as np
 from fastapi import FastAPI
 
 from clinassist.config import home_dir
-from serving import imaging_api
-from serving.gateway import admin_api, worklist_api
-from serving.medication import api as medication_api
-from serving.medication import cds_api
-from serving.results_store import ResultStore
-from serving.security import AuthAuditMiddleware
-from serving.security import Route as Permission
-from serving.triage import ModelBusy, Models, Pipeline, describe_bundles
+from clinassist.serving.imaging import api as imaging_api
+from clinassist.serving.gateway import admin_api, worklist_api
+from clinassist.serving.medication import api as medication_api
+from clinassist.serving.medication import cds_api
+from clinassist.serving.imaging.results_store import ResultStore
+from clinassist.serving.security import AuthAuditMiddleware
+from clinassist.serving.security import Route as Permission
+from clinassist.serving.imaging.triage import ModelBusy, Models, Pipeline, describe_bundles
 
 MAX_BATCH_SIZE = int(os.environ.get("CLINASSIST_MAX_BATCH_SIZE", "16"))  # 1 turns batching off
 MAX_LATENCY_MS = 20_000  # BentoML sheds requests predicted to miss this

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
+
+# `python -m pytest` from the checkout root puts the root on sys.path, where the `datasets/`
+# folder of data cards would import as a namespace package and shadow Hugging Face `datasets`
+# (which transformers probes for). The project itself is importable as the installed package.
+CHECKOUT_ROOT = Path(__file__).resolve().parent.parent
+sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != CHECKOUT_ROOT]
 
 TINY_IMAGES = 96
 
 
 @pytest.fixture(scope="session")
 def records():
-    from training import cxr_data
+    from clinassist.training import cxr_data
 
     return cxr_data.read_manifest()
 
@@ -17,7 +26,7 @@ def records():
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
     """A real run on a few dozen images: one epoch, then resumed to five."""
-    from training.cxr_train import DEFAULT_CONFIG, train
+    from clinassist.training.cxr_train import DEFAULT_CONFIG, train
 
     run = tmp_path_factory.mktemp("tiny_run")
     train(DEFAULT_CONFIG, run, limit=TINY_IMAGES, epochs=1)

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from clinassist.bundle import Bundle, file_sha256
-from training import cxr_data
-from training.cxr_evaluate import evaluate
-from training.bundle_metadata import records_sha256
+from clinassist.training import cxr_data
+from clinassist.training.cxr_evaluate import evaluate
+from clinassist.training.bundle_metadata import records_sha256
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from training.cxr_compare import format_table, rank_candidates
+from clinassist.training.cxr_compare import format_table, rank_candidates
 
 TARGETS = np.array([1, 1, 1, 1, 0, 0, 0, 0])
 
@@ -43,7 +43,7 @@ def test_every_subset_is_a_candidate_and_the_table_marks_the_choice():
 
 
 def test_a_lone_member_is_scored_exactly_as_calibration_scores_it():
-    from training import calibration
+    from clinassist.training import calibration
 
     logits = np.array([2.0, 0.5, 3.0, -0.2, -1.0, 0.3, -2.5, -0.7])
     row, = rank_candidates([logits], TARGETS, ["a"], [5.0])

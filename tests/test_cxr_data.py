@@ -3,8 +3,8 @@ import shutil
 import numpy as np
 import pytest
 
-from training import cxr_data
-from training.cxr_data import DataError
+from clinassist.training import cxr_data
+from clinassist.training.cxr_data import DataError
 
 
 def test_manifest_matches_the_dataset_card(records):

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from training.cxr_model import CalibratedCxr, CxrEnsemble, CxrNet
-from training.onnx_export import (export_onnx, fold_batch_norms, max_abs_difference,
+from clinassist.training.cxr_model import CalibratedCxr, CxrEnsemble, CxrNet
+from clinassist.training.onnx_export import (export_onnx, fold_batch_norms, max_abs_difference,
                                   round_to_half_precision, store_weights_as_half)
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")

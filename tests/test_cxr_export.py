@@ -4,9 +4,9 @@ import shutil
 import pytest
 
 from clinassist.bundle import Bundle, BundleError
-from training.cxr_export import (PARITY_TOLERANCE, ExportError, calibrate, check_parity, export,
+from clinassist.training.cxr_export import (PARITY_TOLERANCE, ExportError, calibrate, check_parity, export,
                                  load_ensemble)
-from training.cxr_model import CalibratedCxr
+from clinassist.training.cxr_model import CalibratedCxr
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +74,7 @@ def test_runs_on_different_validation_splits_cannot_form_an_ensemble(tiny_run, t
 
 
 def test_compare_scores_a_run_as_calibration_does_and_its_ensembles_too(tiny_run):
-    from training.cxr_compare import compare
+    from clinassist.training.cxr_compare import compare
 
     rows = compare([tiny_run, tiny_run])
     alone = [row for row in rows if len(row["runs"]) == 1]

@@ -3,8 +3,8 @@ import json
 import numpy as np
 import torch
 
-from training import cxr_data
-from training.cxr_train import balanced_pos_weight, build_net, load_trained, prepare_data
+from clinassist.training import cxr_data
+from clinassist.training.cxr_train import balanced_pos_weight, build_net, load_trained, prepare_data
 
 
 def training_loss(net, data) -> float:

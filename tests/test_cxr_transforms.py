@@ -1,9 +1,9 @@
 import numpy as np
 import torch
 
-from training import cxr_data
-from training.cxr_model import Preprocess
-from training.cxr_train import augmentations, default_config
+from clinassist.training import cxr_data
+from clinassist.training.cxr_model import Preprocess
+from clinassist.training.cxr_train import augmentations, default_config
 
 
 def test_augmentations_keep_shape_and_a_plausible_range(records):

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from clinassist.bundle import Bundle
-from training import ddi_data
-from training.ddi_bundle import BUNDLE_NAME, bundle_fingerprints, evaluate
+from clinassist.training import ddi_data
+from clinassist.training.ddi_bundle import BUNDLE_NAME, bundle_fingerprints, evaluate
 
 MAX_BUNDLE_BYTES = 20 * 1024 * 1024
 

@@ -6,8 +6,8 @@ import shutil
 import numpy as np
 import pytest
 
-from training import ddi_data
-from training.ddi_train import DEFAULT_CONFIG, load_config, split_of
+from clinassist.training import ddi_data
+from clinassist.training.ddi_train import DEFAULT_CONFIG, load_config, split_of
 
 
 @pytest.fixture(scope="module")

@@ -3,12 +3,12 @@ drugs it knows, labelled `predicted`, and never for a pair the knowledge base co
 
 import pytest
 
-from serving.medication.kb import Ingredient, KnowledgeBase
-from serving.medication.normalise import MedicationInput as Med
-from serving.medication.patient import Patient
-from serving.medication.predictor import DrugBankPredictor, sentence
-from serving.medication.review import MedicationReview
-from serving.medication.severity import Severity
+from clinassist.serving.medication.kb import Ingredient, KnowledgeBase
+from clinassist.serving.medication.normalise import MedicationInput as Med
+from clinassist.serving.medication.patient import Patient
+from clinassist.serving.medication.predictor import DrugBankPredictor, sentence
+from clinassist.serving.medication.review import MedicationReview
+from clinassist.serving.medication.severity import Severity
 
 WARFARIN, IBUPROFEN = Ingredient(1, "warfarin", None), Ingredient(2, "ibuprofen", None)
 

@@ -6,8 +6,8 @@ import pytest
 import yaml
 
 from clinassist.bundle import Bundle
-from training.ddi_bundle import evaluate, export
-from training.ddi_train import DEFAULT_CONFIG, load_config, train
+from clinassist.training.ddi_bundle import evaluate, export
+from clinassist.training.ddi_train import DEFAULT_CONFIG, load_config, train
 
 pytest.importorskip("rdkit")
 

@@ -6,7 +6,7 @@ from pydicom.data import get_testdata_file
 from pydicom.uid import DigitalXRayImageStorageForPresentation, DigitalXRayImageStorageForProcessing
 
 from dicom_fixtures import real_cr, synthetic_cr
-from serving.dicom import Limits, check_header, read_instance
+from clinassist.serving.dicom import Limits, check_header, read_instance
 
 # Lower-case and empty code strings are invalid CS values on purpose; pydicom warns.
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")

@@ -15,7 +15,7 @@ from pydicom.uid import JPEGLSLossless, JPEGLSNearLossless, MPEG2MPML, RLELossle
 
 from clinassist.errors import ClinassistError
 from dicom_fixtures import real_cr, synthetic_cr, to_bytes
-from serving.dicom import DicomRejection, Limits, pixel_spacing, radiograph_pixels, read_instance
+from clinassist.serving.dicom import DicomRejection, Limits, pixel_spacing, radiograph_pixels, read_instance
 
 # The real CR's header window (centre 15000, width 30000) maps one stored value to 1/29999.
 ONE_STORED_VALUE = 1 / 29999
@@ -235,8 +235,9 @@ def test_the_real_cr_zero_pixel_spacing_gives_none():
     assert pixel_spacing(read_instance(real_cr(), Limits())) is None
 
 
-@pytest.mark.parametrize("module", ["serving.dicom", "serving.service", "serving.gateway.gateway",
-                                    "serving.medication.review"])
+@pytest.mark.parametrize("module", ["clinassist.serving.dicom", "clinassist.serving.service",
+                                    "clinassist.serving.gateway.gateway",
+                                    "clinassist.serving.medication.review"])
 def test_serving_never_imports_torch_or_monai(module):
     check = f"import sys, {module}; print(sorted({{'torch', 'monai'}} & set(sys.modules)))"
     run = subprocess.run([sys.executable, "-c", check], cwd=Path(__file__).parent.parent,

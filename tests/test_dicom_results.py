@@ -5,7 +5,7 @@ import pydicom
 import pytest
 
 from dicom_fixtures import dciodvfy_errors, real_cr, synthetic_cr
-from serving.dicom import (
+from clinassist.serving.dicom import (
     Limits,
     TriageResult,
     build_secondary_capture,
@@ -13,7 +13,7 @@ from serving.dicom import (
     radiograph_pixels,
     read_instance,
 )
-from serving.dicom.render import MAX_SIDE, heat_colours
+from clinassist.serving.dicom.render import MAX_SIDE, heat_colours
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # the source's one-part PN
 

@@ -7,10 +7,10 @@ from fastapi import FastAPI
 from starlette.middleware import Middleware
 from starlette.testclient import TestClient
 
-from serving.gateway import admin_api
-from serving.gateway.config import GatewayConfig
-from serving.gateway.gateway import open_queue
-from serving.security import AuthAuditMiddleware, UserStore
+from clinassist.serving.gateway import admin_api
+from clinassist.serving.gateway.config import GatewayConfig
+from clinassist.serving.gateway.gateway import open_queue
+from clinassist.serving.security import AuthAuditMiddleware, UserStore
 from test_gateway_support import write_config
 
 DEST = "PACS@127.0.0.1:4242"

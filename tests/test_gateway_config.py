@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from serving.gateway.config import (CStoreDestination, ConfigError, GatewayConfig,
+from clinassist.serving.gateway.config import (CStoreDestination, ConfigError, GatewayConfig,
                                     StowRsDestination, WebhookDestination,
                                     parse_destination)
 

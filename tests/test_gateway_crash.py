@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from pydicom.uid import Comprehensive3DSRStorage, SecondaryCaptureImageStorage
 
-from serving.gateway.config import GatewayConfig
-from serving.gateway.gateway import open_queue
+from clinassist.serving.gateway.config import GatewayConfig
+from clinassist.serving.gateway.gateway import open_queue
 from test_gateway_support import Destination, echo, radiograph, send, wait_for, write_config
 
 INSTANCES, KILL_AFTER = 24, 10  # kill right after the 11th acknowledgement
@@ -21,7 +21,7 @@ SUCCESS = 0x0000
 
 
 class GatewayProcess:
-    """`python -m serving.gateway serve` in its own process group, logging to a file."""
+    """`python -m clinassist.serving.gateway serve` in its own process group, logging to a file."""
 
     def __init__(self, home: Path, port: int) -> None:
         self.home, self.port = home, port
@@ -30,7 +30,7 @@ class GatewayProcess:
     def start(self) -> "GatewayProcess":
         with open(self.home / "gateway.log", "a") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "serving.gateway", "serve"], cwd=self.home,
+                [sys.executable, "-m", "clinassist.serving.gateway", "serve"], cwd=self.home,
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                 env={**os.environ, "CLINASSIST_HOME": str(self.home)})
         wait_for(lambda: self.process.poll() is not None or echo(self.port) == SUCCESS, 60,

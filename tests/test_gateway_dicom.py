@@ -12,11 +12,11 @@ import pytest
 from pydicom.uid import Comprehensive3DSRStorage, SecondaryCaptureImageStorage
 
 from dicom_fixtures import synthetic_cr
-from serving.gateway.cli import register
-from serving.gateway.config import GatewayConfig
-from serving.gateway.gateway import Gateway
-from serving.gateway.worklist import Worklist
-from serving.security import AuditTrail, load_site_key, pseudonymise
+from clinassist.serving.gateway.cli import register
+from clinassist.serving.gateway.config import GatewayConfig
+from clinassist.serving.gateway.gateway import Gateway
+from clinassist.serving.gateway.worklist import Worklist
+from clinassist.serving.security import AuditTrail, load_site_key, pseudonymise
 from test_gateway_support import (Destination, Webhook, echo, radiograph, send, shared_models,
                                   wait_for, write_config)
 
@@ -194,7 +194,7 @@ def test_the_gateway_log_lines_carry_no_patient_identifiers(run_gateway, destina
     gateway = run_gateway(destinations=[str(destination)])
     send(gateway.config.port, [instance])
     wait_for(lambda: gateway.queue.counts() == {"done": 1}, 30, "the job done")
-    ours = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("serving"))
+    ours = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("clinassist.serving"))
     assert "received" in ours and "processed" in ours and "delivered" in ours
     for identifier in (instance.PatientID, str(instance.PatientName), instance.AccessionNumber,
                        instance.SOPInstanceUID, instance.StudyInstanceUID):

@@ -12,9 +12,9 @@ import pytest
 from pydicom.uid import Comprehensive3DSRStorage, SecondaryCaptureImageStorage
 
 from clinassist.config import data_dir
-from serving.gateway.config import GatewayConfig
-from serving.gateway.gateway import Gateway
-from serving.gateway.orthanc import local
+from clinassist.serving.gateway.config import GatewayConfig
+from clinassist.serving.gateway.gateway import Gateway
+from clinassist.serving.gateway.orthanc import local
 from service_process import free_port
 from test_gateway_support import shared_models, wait_for, write_config
 

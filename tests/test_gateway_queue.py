@@ -2,7 +2,7 @@
 
 import pytest
 
-from serving.gateway.queue import Backoff, JobQueue
+from clinassist.serving.gateway.queue import Backoff, JobQueue
 
 DEST = "PACS@127.0.0.1:4242"
 

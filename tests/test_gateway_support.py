@@ -25,7 +25,7 @@ GATEWAY = "CLINASSIST"
 @cache
 def shared_models():
     """The committed bundles, loaded once per test process."""
-    from serving.triage import Models
+    from clinassist.serving.imaging.triage import Models
 
     return Models.load(threads=1)
 

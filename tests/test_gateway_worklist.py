@@ -11,9 +11,9 @@ from fastapi import FastAPI
 from starlette.middleware import Middleware
 from starlette.testclient import TestClient
 
-from serving.gateway import worklist_api
-from serving.gateway.worklist import MAX_WAIT_ENV, Worklist
-from serving.security import AuditTrail, AuthAuditMiddleware, UserStore
+from clinassist.serving.gateway import worklist_api
+from clinassist.serving.gateway.worklist import MAX_WAIT_ENV, Worklist
+from clinassist.serving.security import AuditTrail, AuthAuditMiddleware, UserStore
 
 T0 = 1_800_000_000.0
 MINUTE = 60.0
@@ -122,7 +122,7 @@ def test_worklist_api_refuses_anonymous_callers(client):
 
 
 def test_a_new_result_only_ever_raises_the_study_priority():
-    from serving.gateway.worklist import raised
+    from clinassist.serving.gateway.worklist import raised
 
     assert raised(None, "routine") == "routine"
     assert raised("urgent", "routine") == "urgent"

@@ -17,7 +17,7 @@ import pytest
 from dicom_fixtures import dciodvfy_errors, real_cr, to_bytes
 from conftest import SERVICE_MAX_DICOM_BYTES as MAX_BYTES
 from service_process import ROLES, cli
-from serving.security import AuditTrail
+from clinassist.serving.security import AuditTrail
 
 LOSSY_BOUND = 0.005  # |p(J2K lossy) - p(uncompressed)| on the real CR; measured 1.5e-4
 TRIAGE = "/v1/imaging/triage"

@@ -6,9 +6,9 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from serving.medication import api
-from serving.medication.kb import KnowledgeBase
-from serving.medication.review import MedicationReview
+from clinassist.serving.medication import api
+from clinassist.serving.medication.kb import KnowledgeBase
+from clinassist.serving.medication.review import MedicationReview
 
 URL = "/v1/medication/risk"
 ISSUE_EXAMPLE = {

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from serving.medication.checks import Prediction
-from serving.medication.errors import UnresolvedDrugs
-from serving.medication.kb import KnowledgeBase
-from serving.medication.normalise import MedicationInput as Med
-from serving.medication.patient import Patient
-from serving.medication.review import MedicationReview
-from serving.medication.severity import Severity
+from clinassist.serving.medication.checks import Prediction
+from clinassist.serving.medication.errors import UnresolvedDrugs
+from clinassist.serving.medication.kb import KnowledgeBase
+from clinassist.serving.medication.normalise import MedicationInput as Med
+from clinassist.serving.medication.patient import Patient
+from clinassist.serving.medication.review import MedicationReview
+from clinassist.serving.medication.severity import Severity
 
 
 @pytest.fixture(scope="module")

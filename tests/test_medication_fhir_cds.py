@@ -7,10 +7,10 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from fhir.resources.R4B.detectedissue import DetectedIssue
 
-from serving.medication import api, cds_api
-from serving.medication.cds_store import CdsStore
-from serving.medication.kb import KnowledgeBase
-from serving.medication.review import MedicationReview
+from clinassist.serving.medication import api, cds_api
+from clinassist.serving.medication.cds_store import CdsStore
+from clinassist.serving.medication.kb import KnowledgeBase
+from clinassist.serving.medication.review import MedicationReview
 
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 SELECT, SIGN = "clinassist-medication-order-select", "clinassist-medication-order-sign"

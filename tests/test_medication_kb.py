@@ -9,11 +9,11 @@ import pytest
 
 from clinassist.config import data_dir
 from clinassist.errors import ClinassistError
-from serving.medication import kb_build
-from serving.medication.cli import register
-from serving.medication.kb import KnowledgeBase
-from serving.medication.severity import Severity
-from serving.medication.sources import DDINTER
+from clinassist.serving.medication import kb_build
+from clinassist.serving.medication.cli import register
+from clinassist.serving.medication.kb import KnowledgeBase
+from clinassist.serving.medication.severity import Severity
+from clinassist.serving.medication.sources import DDINTER
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,10 @@ from datetime import date
 import pytest
 
 from clinassist.config import data_dir
-from serving.medication.kb import KnowledgeBase
-from serving.medication.normalise import MedicationInput
-from serving.medication.patient import Patient
-from serving.medication.review import MedicationReview
+from clinassist.serving.medication.kb import KnowledgeBase
+from clinassist.serving.medication.normalise import MedicationInput
+from clinassist.serving.medication.patient import Patient
+from clinassist.serving.medication.review import MedicationReview
 
 EGFR_LOINC = "33914-3"
 # Oral-contraceptive packs named only by brand, which no bundled vocabulary lists. They must

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from training import calibration, metrics
+from clinassist.training import calibration, metrics
 
 
 def test_perfect_separation_gives_auc_one_and_full_sensitivity():

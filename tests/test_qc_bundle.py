@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from clinassist.bundle import Bundle
-from training import qc_data
-from training.qc_bundle import evaluate
+from clinassist.training import qc_data
+from clinassist.training.qc_bundle import evaluate
 
 
 @pytest.fixture(scope="module")

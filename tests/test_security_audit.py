@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from serving.security import AuditTrail, collection_bundle, load_site_key, pseudonymise
+from clinassist.serving.security import AuditTrail, collection_bundle, load_site_key, pseudonymise
 
 RAW_ID = "MRN-7731"
 INSTANT = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)")

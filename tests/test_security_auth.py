@@ -15,7 +15,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from serving.security import (
+from clinassist.serving.security import (
     ROLE_PERMISSIONS,
     Permission,
     Principal,
@@ -28,7 +28,7 @@ from serving.security import (
     permissions_markdown,
     pseudonymise,
 )
-from serving.security.errors import (
+from clinassist.serving.security.errors import (
     InvalidUserNameError,
     PublicKeyError,
     SiteKeyError,

@@ -10,9 +10,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from serving.security import AuditTrail, Role, UserStore
-from serving.security.cli import register
-from serving.security.errors import PublicKeyError, UnknownRoleError, UnknownUserError
+from clinassist.serving.security import AuditTrail, Role, UserStore
+from clinassist.serving.security.cli import register
+from clinassist.serving.security.errors import PublicKeyError, UnknownRoleError, UnknownUserError
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from starlette.routing import Route as StarletteRoute
 
-from serving.security import (
+from clinassist.serving.security import (
     AuditTrail,
     AuthAuditMiddleware,
     Route,
@@ -26,7 +26,7 @@ from serving.security import (
     load_site_key,
     pseudonymise,
 )
-from serving.security.errors import UnknownPermissionError
+from clinassist.serving.security.errors import UnknownPermissionError
 
 RAW_ID = "MRN-4242"
 ISSUER = "https://ehr.example.org"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 from datetime import datetime, timezone
 
-from training import cxr_data
-from training.onnx_export import OPSET
+from clinassist.training import cxr_data
+from clinassist.training.onnx_export import OPSET
 
 KERMANY_SOURCE = "Kermany et al. 2018, Mendeley Data doi:10.17632/rscbjbr9sj.2"
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from training import calibration
-from training.cxr_export import load_ensemble, logits_of, validation_data
-from training.metrics import confusion
+from clinassist.training import calibration
+from clinassist.training.cxr_export import load_ensemble, logits_of, validation_data
+from clinassist.training.metrics import confusion
 
 BUNDLE_LIMIT_MB = 20.0
 BYTES_PER_WEIGHT = 2  # float16 storage, see onnx_export.store_weights_as_half

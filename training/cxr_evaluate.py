@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from clinassist.bundle import Bundle
-from training import cxr_data
-from training.metrics import binary_metrics, confusion, with_bootstrap
+from clinassist.training import cxr_data
+from clinassist.training.metrics import binary_metrics, confusion, with_bootstrap
 
 BOOTSTRAP_RESAMPLES = 2000
 BOOTSTRAP_SEED = 0
@@ -40,7 +40,7 @@ def evaluate(bundle: Bundle, plots_dir: Path | None = None) -> dict:
                       "stratified": True},
     }
     if plots_dir is not None:
-        from training.plots import save_evaluation_plots
+        from clinassist.training.plots import save_evaluation_plots
 
         save_evaluation_plots(probabilities, targets, threshold, plots_dir)
     return result

@@ -10,11 +10,11 @@ import torch
 
 from clinassist.bundle import file_sha256
 from clinassist.errors import ClinassistError
-from training import bundle_metadata, calibration, cxr_data
-from training.cxr_model import CalibratedCxr, CxrEnsemble, CxrNet
-from training.cxr_train import load_trained
-from training.metrics import expected_calibration_error, sensitivity, specificity
-from training.onnx_export import (export_onnx, fold_batch_norms, max_abs_difference,
+from clinassist.training import bundle_metadata, calibration, cxr_data
+from clinassist.training.cxr_model import CalibratedCxr, CxrEnsemble, CxrNet
+from clinassist.training.cxr_train import load_trained
+from clinassist.training.metrics import expected_calibration_error, sensitivity, specificity
+from clinassist.training.onnx_export import (export_onnx, fold_batch_norms, max_abs_difference,
                                   round_to_half_precision, store_weights_as_half)
 
 MIN_SENSITIVITY = 0.95

@@ -15,9 +15,9 @@ import torch
 from sklearn.metrics import roc_auc_score
 from torch.utils.data import Dataset
 
-from training import cxr_data
-from training.cxr_model import CxrNet
-from training.trainer import fit, load_config, load_weights, run_config
+from clinassist.training import cxr_data
+from clinassist.training.cxr_model import CxrNet
+from clinassist.training.trainer import fit, load_config, load_weights, run_config
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "cxr_pneumonia.yaml"
 

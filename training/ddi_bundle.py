@@ -13,11 +13,11 @@ from sklearn.metrics import cohen_kappa_score, f1_score
 
 from clinassist import config
 from clinassist.bundle import Bundle, file_sha256
-from training import bundle_metadata, ddi_data
-from training.cxr_export import PARITY_TOLERANCE, ExportError
-from training.ddi_model import DdiProbabilities
-from training.ddi_train import fingerprints, load_trained, run_of, split_of
-from training.onnx_export import OPSET
+from clinassist.training import bundle_metadata, ddi_data
+from clinassist.training.cxr_export import PARITY_TOLERANCE, ExportError
+from clinassist.training.ddi_model import DdiProbabilities
+from clinassist.training.ddi_train import fingerprints, load_trained, run_of, split_of
+from clinassist.training.onnx_export import OPSET
 
 BUNDLE_NAME = "ddi_drugbank86"
 FINGERPRINTS_FILE = "fingerprints.npz"

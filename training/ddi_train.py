@@ -13,9 +13,9 @@ import numpy as np
 import torch
 from sklearn.metrics import f1_score
 
-from training import ddi_data
-from training.ddi_model import DdiNet
-from training.trainer import fit, load_config, load_weights, run_config
+from clinassist.training import ddi_data
+from clinassist.training.ddi_model import DdiNet
+from clinassist.training.trainer import fit, load_config, load_weights, run_config
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "ddi.yaml"
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import roc_curve
 
-from training.metrics import confusion
+from clinassist.training.metrics import confusion
 
 
 def _figure():

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 
 from clinassist.bundle import Bundle, file_sha256
-from training import bundle_metadata, cxr_data, qc_data
-from training.cxr_export import PARITY_TOLERANCE, ExportError
-from training.onnx_export import export_onnx, max_abs_difference
-from training.qc_model import QcProbabilities
-from training.qc_train import load_trained
+from clinassist.training import bundle_metadata, cxr_data, qc_data
+from clinassist.training.cxr_export import PARITY_TOLERANCE, ExportError
+from clinassist.training.onnx_export import export_onnx, max_abs_difference
+from clinassist.training.qc_model import QcProbabilities
+from clinassist.training.qc_train import load_trained
 
 BUNDLE_NAME = "qc_radiograph"
 

@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training.cxr_model import Preprocess
-from training.qc_data import QC_CLASSES
+from clinassist.training.cxr_model import Preprocess
+from clinassist.training.qc_data import QC_CLASSES
 
 
 class QcNet(nn.Module):

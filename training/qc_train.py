@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from training import cxr_data, qc_data
-from training.qc_model import QcNet
-from training.trainer import fit, load_config, load_weights, run_config
+from clinassist.training import cxr_data, qc_data
+from clinassist.training.qc_model import QcNet
+from clinassist.training.trainer import fit, load_config, load_weights, run_config
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "qc.yaml"
 

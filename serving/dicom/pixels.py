@@ -29,7 +29,7 @@ from pydicom.pixels import apply_modality_lut, apply_voi, get_decoder
 from pydicom.uid import UID
 
 from clinassist.errors import ClinassistError
-from serving.dicom.errors import DicomRejection
+from clinassist.serving.dicom.errors import DicomRejection
 
 UNDEFINED_LENGTH = 0xFFFFFFFF
 GREYSCALE = ("MONOCHROME1", "MONOCHROME2")

@@ -33,8 +33,8 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes as dicom_codes
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from serving.dicom import codes
-from serving.dicom.render import render
+from clinassist.serving.dicom import codes
+from clinassist.serving.dicom.render import render
 
 MANUFACTURER = "clinassist"
 SERIES_DESCRIPTION = "clinassist triage"

@@ -1,14 +1,14 @@
-"""`python -m serving.gateway serve|status|retry`: the `clinassist gateway` command on its own."""
+"""`python -m clinassist.serving.gateway serve|status|retry`: the `clinassist gateway` command on its own."""
 
 import argparse
 import sys
 
 from clinassist.errors import ClinassistError
-from serving.gateway.cli import register
+from clinassist.serving.gateway.cli import register
 
 
 def main(argv: list[str]) -> int:
-    root = argparse.ArgumentParser(prog="python -m serving.gateway")
+    root = argparse.ArgumentParser(prog="python -m clinassist.serving.gateway")
     register(root.add_subparsers(dest="command", required=True))
     args = root.parse_args(["gateway", *argv])
     try:

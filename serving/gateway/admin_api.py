@@ -13,16 +13,16 @@ from starlette.responses import JSONResponse
 
 from clinassist.config import home_dir
 from clinassist.errors import ClinassistError
-from serving.gateway.config import CONFIG_FILE, GatewayConfig
-from serving.gateway.queue import JOB_STATES, JobQueue
-from serving.security import Route
+from clinassist.serving.gateway.config import CONFIG_FILE, GatewayConfig
+from clinassist.serving.gateway.queue import JOB_STATES, JobQueue
+from clinassist.serving.security import Route
 
 ROUTES = [Route("GET", r"/v1/gateway/jobs", "gateway:admin"),
           Route("POST", r"/v1/gateway/jobs/[0-9a-f]{32}/retry", "gateway:admin")]
 
 
 def _queue() -> JobQueue:
-    from serving.gateway.gateway import open_queue
+    from clinassist.serving.gateway.gateway import open_queue
 
     home = home_dir()
     return open_queue(home, GatewayConfig.load(home / CONFIG_FILE))

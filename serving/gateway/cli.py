@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from clinassist.config import home_dir
-from serving.gateway.config import CONFIG_FILE, GatewayConfig
+from clinassist.serving.gateway.config import CONFIG_FILE, GatewayConfig
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 # Libraries that put identifiers in INFO lines (pynetdicom: UIDs; highdicom: study UIDs) or in
@@ -46,7 +46,7 @@ def load_config(args: argparse.Namespace) -> GatewayConfig:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from serving.gateway.gateway import Gateway
+    from clinassist.serving.gateway.gateway import Gateway
 
     configure_logging()
     stopped = threading.Event()
@@ -68,7 +68,7 @@ def configure_logging() -> None:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from serving.gateway.gateway import open_queue
+    from clinassist.serving.gateway.gateway import open_queue
 
     queue = open_queue(home_dir(), load_config(args))
     dead = [{"job": job.id, "attempts": job.attempts, "error": job.last_error}
@@ -84,7 +84,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
-    from serving.gateway.gateway import open_queue
+    from clinassist.serving.gateway.gateway import open_queue
 
     revived = open_queue(home_dir(), load_config(args)).retry(None if args.all else args.job)
     print(f"{revived} job(s) queued again")

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import numpy as np
 
-from serving.gateway.config import GatewayConfig
-from serving.gateway.queue import Backoff, JobQueue
-from serving.gateway.scp import StorageSCP
-from serving.gateway.worker import Worker
-from serving.gateway.worklist import Worklist, max_wait_from_env
-from serving.security import AuditTrail
-from serving.triage import Inference, Models, Pipeline
+from clinassist.serving.gateway.config import GatewayConfig
+from clinassist.serving.gateway.queue import Backoff, JobQueue
+from clinassist.serving.gateway.scp import StorageSCP
+from clinassist.serving.gateway.worker import Worker
+from clinassist.serving.gateway.worklist import Worklist, max_wait_from_env
+from clinassist.serving.security import AuditTrail
+from clinassist.serving.imaging.triage import Inference, Models, Pipeline
 
 log = logging.getLogger(__name__)
 IDLE_POLL_S = 0.5  # how soon an idle worker notices a retry that fell due

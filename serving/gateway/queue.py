@@ -16,7 +16,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from serving.security.database import Database, private_dir
+from clinassist.serving.security.database import Database, private_dir
 
 QUEUE_DIR, QUEUE_DB = "gateway", "queue.db"
 JOB_STATES = ("received", "processed", "done", "rejected", "dead")

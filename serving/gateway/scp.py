@@ -15,9 +15,9 @@ from pynetdicom.sop_class import (ComputedRadiographyImageStorage,
                                   DigitalXRayImageStorageForProcessing, Verification)
 from pynetdicom.transport import ThreadedAssociationServer
 
-from serving.gateway.config import GatewayConfig
-from serving.gateway.queue import JobQueue
-from serving.security import AuditTrail
+from clinassist.serving.gateway.config import GatewayConfig
+from clinassist.serving.gateway.queue import JobQueue
+from clinassist.serving.security import AuditTrail
 
 log = logging.getLogger(__name__)
 RADIOGRAPH_STORAGE = (ComputedRadiographyImageStorage, DigitalXRayImageStorageForPresentation,

@@ -11,7 +11,7 @@ from pydicom import dcmread
 from pynetdicom import AE
 
 from clinassist.errors import ClinassistError
-from serving.gateway.config import (CStoreDestination, Destination, StowRsDestination,
+from clinassist.serving.gateway.config import (CStoreDestination, Destination, StowRsDestination,
                                     WebhookDestination)
 
 # PS3.4 Table B.2-1: 0000 success; B000, B007, B006 warnings (stored, with coercion).

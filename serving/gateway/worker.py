@@ -18,15 +18,15 @@ from pathlib import Path
 
 from pydicom import Dataset, dcmread
 
-from serving.dicom import DicomRejection, build_sr
-from serving.gateway.config import Destination, WebhookDestination, parse_destination
-from serving.gateway.fhir import triage_report
-from serving.gateway.queue import Delivery, Job, JobQueue
-from serving.gateway.sender import post_json, send
-from serving.gateway.worklist import Worklist, raised
-from serving.results_store import ResultStore, dicom_bytes
-from serving.security import AuditTrail
-from serving.triage import Pipeline, Triage
+from clinassist.serving.dicom import DicomRejection, build_sr
+from clinassist.serving.gateway.config import Destination, WebhookDestination, parse_destination
+from clinassist.serving.gateway.fhir import triage_report
+from clinassist.serving.gateway.queue import Delivery, Job, JobQueue
+from clinassist.serving.gateway.sender import post_json, send
+from clinassist.serving.gateway.worklist import Worklist, raised
+from clinassist.serving.imaging.results_store import ResultStore, dicom_bytes
+from clinassist.serving.security import AuditTrail
+from clinassist.serving.imaging.triage import Pipeline, Triage
 
 log = logging.getLogger(__name__)
 RESULT_KINDS = ("sr", "sc")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from serving.security.database import Database
+from clinassist.serving.security.database import Database
 
 WORKLIST_DB = "worklist.db"
 MAX_WAIT_ENV = "CLINASSIST_WORKLIST_MAX_WAIT_MINUTES"

@@ -8,8 +8,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from clinassist.config import home_dir
-from serving.gateway.worklist import Worklist, max_wait_from_env
-from serving.security import Route
+from clinassist.serving.gateway.worklist import Worklist, max_wait_from_env
+from clinassist.serving.security import Route
 
 ROUTE = Route("GET", r"/v1/worklist", "worklist:read")
 

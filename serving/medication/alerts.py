@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from serving.medication.severity import Severity
+from clinassist.serving.medication.severity import Severity
 
 
 class AlertType(StrEnum):

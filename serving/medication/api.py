@@ -16,18 +16,18 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from clinassist.errors import ClinassistError
-from serving.http_body import BodyTooLarge, read_capped
-from serving.medication import fhir
-from serving.medication.errors import (
+from clinassist.serving.http_body import BodyTooLarge, read_capped
+from clinassist.serving.medication import fhir
+from clinassist.serving.medication.errors import (
     InvalidRequest,
     KnowledgeBaseUnavailable,
     MedicationError,
     NotJson,
     TooLarge,
 )
-from serving.medication.normalise import MedicationInput
-from serving.medication.patient import Patient
-from serving.medication.review import MedicationReview, default_review
+from clinassist.serving.medication.normalise import MedicationInput
+from clinassist.serving.medication.patient import Patient
+from clinassist.serving.medication.review import MedicationReview, default_review
 
 MAX_BODY_BYTES = 1_000_000
 PERMISSION = "medication:review"

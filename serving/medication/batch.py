@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clinassist.errors import ClinassistError
-from serving.medication.errors import InvalidRequest, UnresolvedDrugs
-from serving.medication.fhir import read_bundle
-from serving.medication.normalise import MedicationInput
-from serving.medication.patient import Patient
-from serving.medication.review import MedicationReview
+from clinassist.serving.medication.errors import InvalidRequest, UnresolvedDrugs
+from clinassist.serving.medication.fhir import read_bundle
+from clinassist.serving.medication.normalise import MedicationInput
+from clinassist.serving.medication.patient import Patient
+from clinassist.serving.medication.review import MedicationReview
 
 SEVERITIES = ("contraindicated", "major", "moderate", "minor")
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from serving.medication.fhir import FhirInput
-from serving.medication.severity import Severity
+from clinassist.serving.medication.fhir import FhirInput
+from clinassist.serving.medication.severity import Severity
 
 SERVICES = {"clinassist-medication-order-select": "order-select",
             "clinassist-medication-order-sign": "order-sign"}

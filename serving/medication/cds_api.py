@@ -15,10 +15,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from clinassist.config import home_dir
-from serving.medication import cds, fhir
-from serving.medication.api import read_json, shared_review
-from serving.medication.cds_store import CdsStore
-from serving.medication.errors import InvalidRequest, MedicationError
+from clinassist.serving.medication import cds, fhir
+from clinassist.serving.medication.api import read_json, shared_review
+from clinassist.serving.medication.cds_store import CdsStore
+from clinassist.serving.medication.errors import InvalidRequest, MedicationError
 
 FEEDBACK_DB = "cds_feedback.db"
 _store_lock = threading.Lock()

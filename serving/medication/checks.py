@@ -8,12 +8,12 @@ from collections.abc import Iterator
 from typing import Protocol
 
 from clinassist.errors import ClinassistError
-from serving.medication.alerts import Alert, AlertType, Evidence
-from serving.medication.kb import Ingredient, KnowledgeBase, Rule
-from serving.medication.normalise import MedicationInput, Normaliser, ResolvedMedication
-from serving.medication.rules import AllergyGroup, RenalRule, allergy_groups, renal_rules
-from serving.medication.severity import Severity
-from serving.medication.text import fold
+from clinassist.serving.medication.alerts import Alert, AlertType, Evidence
+from clinassist.serving.medication.kb import Ingredient, KnowledgeBase, Rule
+from clinassist.serving.medication.normalise import MedicationInput, Normaliser, ResolvedMedication
+from clinassist.serving.medication.rules import AllergyGroup, RenalRule, allergy_groups, renal_rules
+from clinassist.serving.medication.severity import Severity
+from clinassist.serving.medication.text import fold
 
 KB_EVIDENCE = "knowledge-base"
 # ATC groups of local preparations (mouth, skin, gynaecological, topical musculoskeletal, nose,

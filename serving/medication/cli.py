@@ -9,7 +9,7 @@ from typing import Any
 
 from clinassist.config import data_dir
 from clinassist.errors import ClinassistError
-from serving.medication import kb, kb_build
+from clinassist.serving.medication import kb, kb_build
 
 
 def cmd_kb_build(args: argparse.Namespace) -> None:
@@ -30,8 +30,8 @@ def cmd_review(args: argparse.Namespace) -> int:
     """Review every patient of a CSV or FHIR batch with a progress bar, then print a table."""
     from tqdm import tqdm
 
-    from serving.medication.batch import read_cases, review_case, summary_table
-    from serving.medication.review import default_review
+    from clinassist.serving.medication.batch import read_cases, review_case, summary_table
+    from clinassist.serving.medication.review import default_review
 
     cases = read_cases(args.file)
     review = default_review()

@@ -13,9 +13,9 @@ from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.detectedissue import DetectedIssue
 from pydantic import ValidationError
 
-from serving.medication.errors import InvalidRequest
-from serving.medication.normalise import MedicationInput
-from serving.medication.patient import Patient
+from clinassist.serving.medication.errors import InvalidRequest
+from clinassist.serving.medication.normalise import MedicationInput
+from clinassist.serving.medication.patient import Patient
 
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 ATC = "http://www.whocc.no/atc"

@@ -10,8 +10,8 @@ from functools import cached_property
 from pathlib import Path
 
 from clinassist.config import data_dir, home_dir
-from serving.medication import kb_build
-from serving.medication.severity import Severity
+from clinassist.serving.medication import kb_build
+from clinassist.serving.medication.severity import Severity
 
 KB_FILE = "kb.sqlite"
 

@@ -20,9 +20,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from clinassist.errors import ClinassistError
-from serving.medication.severity import ANSM_LEVELS, DDINTER_LEVELS
-from serving.medication.sources import ANSM, ATC, DDINTER, DRUG_NAMES
-from serving.medication.text import fold, strip_salt
+from clinassist.serving.medication.severity import ANSM_LEVELS, DDINTER_LEVELS
+from clinassist.serving.medication.sources import ANSM, ATC, DDINTER, DRUG_NAMES
+from clinassist.serving.medication.text import fold, strip_salt
 
 SCHEMA_VERSION = 1
 SCHEMA = Path(__file__).with_name("kb_schema.sql")

@@ -11,9 +11,9 @@ import difflib
 import re
 from dataclasses import dataclass
 
-from serving.medication.errors import UnresolvedDrugs
-from serving.medication.kb import Ingredient, KnowledgeBase
-from serving.medication.text import fold, strip_salt
+from clinassist.serving.medication.errors import UnresolvedDrugs
+from clinassist.serving.medication.kb import Ingredient, KnowledgeBase
+from clinassist.serving.medication.text import fold, strip_salt
 
 UNITS = r"(?:MG|MCG|G|ML|L|UNT|UNITS?|MEQ|MMOL|ACTUAT|HR|DAY|%)"
 STRENGTH = re.compile(rf"\b\d[\d.]*\s*{UNITS}(?:\s*/\s*{UNITS})*(?![A-Z])", re.IGNORECASE)

@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from clinassist.bundle import Bundle
-from serving.medication.checks import Prediction
-from serving.medication.kb import Ingredient
-from serving.medication.severity import Severity
-from serving.medication.text import fold, strip_salt
+from clinassist.serving.medication.checks import Prediction
+from clinassist.serving.medication.kb import Ingredient
+from clinassist.serving.medication.severity import Severity
+from clinassist.serving.medication.text import fold, strip_salt
 
 BUNDLE_NAME = "ddi_drugbank86"
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 
-from serving.medication.alerts import ranked
-from serving.medication.checks import Checker, InteractionPredictor
-from serving.medication.kb import KnowledgeBase
-from serving.medication.normalise import MedicationInput, Normaliser, ResolvedMedication
-from serving.medication.patient import Patient
-from serving.medication.risk_score import risk_score
+from clinassist.serving.medication.alerts import ranked
+from clinassist.serving.medication.checks import Checker, InteractionPredictor
+from clinassist.serving.medication.kb import KnowledgeBase
+from clinassist.serving.medication.normalise import MedicationInput, Normaliser, ResolvedMedication
+from clinassist.serving.medication.patient import Patient
+from clinassist.serving.medication.risk_score import risk_score
 
 
 class MedicationReview:
@@ -55,7 +55,7 @@ def default_review() -> MedicationReview:
     non-commercial (CC BY-NC 4.0) and names a type for nearly any pair, so it is opt-in."""
     predictor = None
     if os.environ.get("CLINASSIST_DDI_MODEL", "0") == "1":
-        from serving.medication.predictor import DrugBankPredictor
+        from clinassist.serving.medication.predictor import DrugBankPredictor
 
         predictor = DrugBankPredictor()
     return MedicationReview(KnowledgeBase.open(), predictor)

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from serving.medication.alerts import Alert, AlertType
-from serving.medication.patient import Patient
-from serving.medication.severity import Severity
-from serving.medication.text import fold
+from clinassist.serving.medication.alerts import Alert, AlertType
+from clinassist.serving.medication.patient import Patient
+from clinassist.serving.medication.severity import Severity
+from clinassist.serving.medication.text import fold
 
 REFERENCE = ("Onder G, Petrovic M, Tangiisuran B, et al. Development and validation of a score "
              "to assess risk of adverse drug reactions among in-hospital patients 65 years or "

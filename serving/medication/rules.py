@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 
 from clinassist.errors import ClinassistError
-from serving.medication.severity import Severity
+from clinassist.serving.medication.severity import Severity
 
 RULES_DIR = Path(__file__).with_name("rules")
 

@@ -6,13 +6,13 @@ a permission, checks it against the caller's role (`ROLE_PERMISSIONS`, default d
 appends one row per request to the hash-chained `AuditTrail`, with patients pseudonymised.
 """
 
-from serving.security.audit import AuditRecord, AuditTrail, VerifyResult
-from serving.security.errors import SecurityError
-from serving.security.fhir import collection_bundle
-from serving.security.jwt import TrustedIssuer, TrustedIssuers
-from serving.security.middleware import DEFAULT_OPEN_PATHS, AuthAuditMiddleware, Route
-from serving.security.principal import Principal
-from serving.security.roles import (
+from clinassist.serving.security.audit import AuditRecord, AuditTrail, VerifyResult
+from clinassist.serving.security.errors import SecurityError
+from clinassist.serving.security.fhir import collection_bundle
+from clinassist.serving.security.jwt import TrustedIssuer, TrustedIssuers
+from clinassist.serving.security.middleware import DEFAULT_OPEN_PATHS, AuthAuditMiddleware, Route
+from clinassist.serving.security.principal import Principal
+from clinassist.serving.security.roles import (
     ROLE_PERMISSIONS,
     Permission,
     Role,
@@ -20,8 +20,8 @@ from serving.security.roles import (
     parse_role,
     permissions_markdown,
 )
-from serving.security.site_key import load_site_key, pseudonymise
-from serving.security.users import User, UserStore
+from clinassist.serving.security.site_key import load_site_key, pseudonymise
+from clinassist.serving.security.users import User, UserStore
 
 __all__ = [
     "DEFAULT_OPEN_PATHS", "ROLE_PERMISSIONS", "AuditRecord", "AuditTrail", "AuthAuditMiddleware",

@@ -18,9 +18,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from serving.security import database
-from serving.security.fhir import audit_event
-from serving.security.site_key import load_site_key, pseudonymise
+from clinassist.serving.security import database
+from clinassist.serving.security.fhir import audit_event
+from clinassist.serving.security.site_key import load_site_key, pseudonymise
 
 AUDIT_DB = "audit.db"
 GENESIS_HASH = "0" * 64

@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from clinassist.config import home_dir
-from serving.security.audit import AuditTrail
-from serving.security.errors import PublicKeyError
-from serving.security.fhir import collection_bundle
-from serving.security.jwt import TrustedIssuers
-from serving.security.roles import Permission, Role
-from serving.security.users import UserStore
+from clinassist.serving.security.audit import AuditTrail
+from clinassist.serving.security.errors import PublicKeyError
+from clinassist.serving.security.fhir import collection_bundle
+from clinassist.serving.security.jwt import TrustedIssuers
+from clinassist.serving.security.roles import Permission, Role
+from clinassist.serving.security.users import UserStore
 
 ROLES = ", ".join(Role)
 

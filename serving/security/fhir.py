@@ -6,10 +6,10 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from serving.security.roles import Permission
+from clinassist.serving.security.roles import Permission
 
 if TYPE_CHECKING:
-    from serving.security.audit import AuditRecord
+    from clinassist.serving.security.audit import AuditRecord
 
 AUDIT_EVENT_TYPE = "http://terminology.hl7.org/CodeSystem/audit-event-type"
 DCM = "http://dicom.nema.org/resources/ontology/DCM"

@@ -17,10 +17,10 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-from serving.security import database
-from serving.security.errors import PublicKeyError
-from serving.security.principal import Principal
-from serving.security.roles import Role, parse_role
+from clinassist.serving.security import database
+from clinassist.serving.security.errors import PublicKeyError
+from clinassist.serving.security.principal import Principal
+from clinassist.serving.security.roles import Role, parse_role
 
 REQUIRED_CLAIMS = ["iss", "exp", "iat", "jti"]
 MAX_LIFETIME_S = 300  # CDS Hooks: exp "SHALL be no more than 5 minutes in the future"

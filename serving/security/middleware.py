@@ -18,11 +18,11 @@ from typing import NamedTuple
 import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from serving.security.audit import AuditTrail
-from serving.security.jwt import TrustedIssuers
-from serving.security.principal import Principal
-from serving.security.roles import Permission, is_allowed, parse_permission
-from serving.security.users import KEY_PREFIX, UserStore
+from clinassist.serving.security.audit import AuditTrail
+from clinassist.serving.security.jwt import TrustedIssuers
+from clinassist.serving.security.principal import Principal
+from clinassist.serving.security.roles import Permission, is_allowed, parse_permission
+from clinassist.serving.security.users import KEY_PREFIX, UserStore
 
 DEFAULT_OPEN_PATHS = ("/livez", "/readyz", "/healthz", "/metrics", "/docs.json", "/docs",
                       "/static/", "/static_content/")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from serving.security.roles import Role
+from clinassist.serving.security.roles import Role
 
 AuthMethod = Literal["api-key", "jwt"]
 

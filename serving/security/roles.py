@@ -6,7 +6,7 @@ import difflib
 from enum import StrEnum
 from typing import TypeVar
 
-from serving.security.errors import SecurityError, UnknownPermissionError, UnknownRoleError
+from clinassist.serving.security.errors import SecurityError, UnknownPermissionError, UnknownRoleError
 
 
 class Permission(StrEnum):

@@ -9,8 +9,8 @@ import secrets
 import stat
 from pathlib import Path
 
-from serving.security.database import private_dir
-from serving.security.errors import SiteKeyError
+from clinassist.serving.security.database import private_dir
+from clinassist.serving.security.errors import SiteKeyError
 
 KEY_FILE = "site.key"
 KEY_BYTES = 32

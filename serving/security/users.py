@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from serving.security import database
-from serving.security.errors import InvalidUserNameError, UnknownUserError, UserExistsError
-from serving.security.principal import Principal
-from serving.security.roles import Role, parse_role
+from clinassist.serving.security import database
+from clinassist.serving.security.errors import InvalidUserNameError, UnknownUserError, UserExistsError
+from clinassist.serving.security.principal import Principal
+from clinassist.serving.security.roles import Role, parse_role
 
 KEY_PREFIX = "ca_"
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")

@@ -17,7 +17,7 @@ from pydicom import Dataset
 
 from clinassist.bundle import Bundle, read_metadata
 from clinassist.errors import ClinassistError
-from serving.dicom import (Finding, Limits, TriageResult, build_secondary_capture, build_sr,
+from clinassist.serving.dicom import (Finding, Limits, TriageResult, build_secondary_capture, build_sr,
                            check_header, radiograph_pixels, read_instance)
 
 Inference = dict[str, object]

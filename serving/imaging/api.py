@@ -8,10 +8,10 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from serving.dicom import DicomRejection
-from serving.http_body import BodyTooLarge, read_capped
-from serving.results_store import dicom_bytes
-from serving.triage import ModelBusy
+from clinassist.serving.dicom import DicomRejection
+from clinassist.serving.http_body import BodyTooLarge, read_capped
+from clinassist.serving.imaging.results_store import dicom_bytes
+from clinassist.serving.imaging.triage import ModelBusy
 
 DICOM_TYPE = "application/dicom"
 OBJECT_KINDS = ("sr", "sc")

@@ -1,0 +1,7 @@
+"""`python -m clinassist`: the `clinassist` command."""
+
+import sys
+
+from clinassist.cli import main
+
+sys.exit(main())
