@@ -1,4 +1,7 @@
-"""The Kermany chest-radiograph set: manifest, checksums, patient-grouped splits, pixel arrays."""
+"""The Kermany chest-radiograph set: manifest, checksums, patient-grouped splits, pixel arrays.
+
+The checksum discipline (manifest against `SHA256SUMS`, every image against its manifest MD5)
+is shared with the adult NIH set (`nih_adult_data`)."""
 
 from __future__ import annotations
 
@@ -33,14 +36,19 @@ class Record:
     md5: str
 
 
-def dataset_root(root: Path | None = None) -> Path:
-    folder = Path(root) if root is not None else data_dir() / DATASET_FOLDER
+def checked_folder(root: Path | None, folder_name: str, card: str) -> Path:
+    """`root`, or `$CLINASSIST_DATA/folder_name`; a clear error naming the card if absent."""
+    folder = Path(root) if root is not None else data_dir() / folder_name
     if not folder.is_dir():
         raise DataError(
             f"chest-radiograph data not found at {folder}; set CLINASSIST_DATA to the folder "
-            f"that holds {DATASET_FOLDER}/ (see datasets/kermany_cxr/README.md)"
+            f"that holds {folder_name}/ (see {card})"
         )
     return folder
+
+
+def dataset_root(root: Path | None = None) -> Path:
+    return checked_folder(root, DATASET_FOLDER, "datasets/kermany_cxr/README.md")
 
 
 def expected_manifest_sha256(root: Path) -> str:
@@ -54,9 +62,8 @@ def expected_manifest_sha256(root: Path) -> str:
     raise DataError(f"{sums} has no entry for {MANIFEST}")
 
 
-def read_manifest(root: Path | None = None) -> list[Record]:
-    """Read `manifest.csv` after checking it against `SHA256SUMS`."""
-    root = dataset_root(root)
+def checked_manifest_rows(root: Path) -> list[dict[str, str]]:
+    """The rows of `root/manifest.csv` after checking the file against `SHA256SUMS`."""
     manifest = root / MANIFEST
     if not manifest.is_file():
         raise DataError(f"{manifest} is missing")
@@ -64,16 +71,18 @@ def read_manifest(root: Path | None = None) -> list[Record]:
     if actual != expected_manifest_sha256(root):
         raise DataError(f"{manifest} does not match its SHA256SUMS entry (got {actual})")
     with open(manifest, newline="") as handle:
-        return [
-            Record(row["path"], row["split"], int(row["label_id"]), row["subtype"],
+        return list(csv.DictReader(handle))
+
+
+def read_manifest(root: Path | None = None) -> list[Record]:
+    """Read `manifest.csv` after checking it against `SHA256SUMS`."""
+    return [Record(row["path"], row["split"], int(row["label_id"]), row["subtype"],
                    row["patient_id"], row["md5"])
-            for row in csv.DictReader(handle)
-        ]
+            for row in checked_manifest_rows(dataset_root(root))]
 
 
-def verify_images(records: list[Record], root: Path | None = None) -> None:
-    """Check every image file exists and matches its manifest md5; report all failures at once."""
-    root = dataset_root(root)
+def verify_files(records: list, root: Path) -> None:
+    """Check every record's file exists and matches its manifest md5; report all failures at once."""
     missing, corrupt = [], []
     for record in records:
         path = root / record.path
@@ -86,6 +95,10 @@ def verify_images(records: list[Record], root: Path | None = None) -> None:
             f"{len(missing)} image(s) missing, {len(corrupt)} with a wrong checksum under {root}; "
             f"first: {(missing + corrupt)[:3]}"
         )
+
+
+def verify_images(records: list[Record], root: Path | None = None) -> None:
+    verify_files(records, dataset_root(root))
 
 
 def load_pixels(records: list[Record], root: Path | None = None) -> np.ndarray:

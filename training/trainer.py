@@ -52,19 +52,22 @@ def record_session(run: Path, checkpoint: str | None, final_step: int) -> None:
 
 def fit(model: nn.Module, train_set: Dataset, val_set: Dataset, run: Path, cfg: dict,
         resume: bool, compute_metrics: Callable) -> nn.Module:
-    """Train with evaluation and a checkpoint per epoch, keep the best by validation loss, and
-    write `run/final/model.safetensors`, `run/final/config.yaml` and `run/history.json`."""
+    """Train with evaluation and a checkpoint per epoch, keep the best by the config's
+    `select_by` (a metric of `compute_metrics`, higher is better; default the validation loss),
+    and write `run/final/model.safetensors`, `run/final/config.yaml` and `run/history.json`."""
     from safetensors.torch import save_file
     from transformers import Trainer, TrainingArguments, set_seed
 
     set_seed(cfg["seed"])
+    select_by = cfg.get("select_by", "loss")
     args = TrainingArguments(
         output_dir=str(run / "checkpoints"), num_train_epochs=cfg["epochs"],
         per_device_train_batch_size=cfg["batch_size"], per_device_eval_batch_size=64,
         learning_rate=cfg["learning_rate"], weight_decay=cfg["weight_decay"],
         warmup_steps=cfg["warmup_ratio"], lr_scheduler_type="cosine",
         eval_strategy="epoch", save_strategy="epoch", save_total_limit=2,
-        load_best_model_at_end=True, metric_for_best_model="loss", greater_is_better=False,
+        load_best_model_at_end=True, metric_for_best_model=select_by,
+        greater_is_better=select_by != "loss",
         logging_steps=20, seed=cfg["seed"], data_seed=cfg["seed"], report_to="none",
         dataloader_num_workers=0, remove_unused_columns=False,
         use_cpu=not torch.cuda.is_available(),
