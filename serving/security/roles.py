@@ -17,6 +17,7 @@ class Permission(StrEnum):
     CDS_INVOKE = "cds:invoke"  # call a CDS Hooks service
     CDS_FEEDBACK = "cds:feedback"  # send CDS Hooks feedback on a card
     MODELS_READ = "models:read"
+    MODELS_MANAGE = "models:manage"  # change what a model decides with (site calibration, ...)
     AUDIT_READ = "audit:read"
     USERS_MANAGE = "users:manage"
     GATEWAY_ADMIN = "gateway:admin"
@@ -35,7 +36,8 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
                                  Permission.WORKLIST_READ}),
     Role.PHARMACIST: frozenset({Permission.MEDICATION_REVIEW, Permission.CDS_INVOKE,
                                 Permission.CDS_FEEDBACK}),
-    Role.ML_ENGINEER: frozenset({Permission.MODELS_READ, Permission.IMAGING_RESULTS}),
+    Role.ML_ENGINEER: frozenset({Permission.MODELS_READ, Permission.MODELS_MANAGE,
+                                 Permission.IMAGING_RESULTS}),
     Role.ADMIN: frozenset(Permission),
     Role.GATEWAY: frozenset({Permission.IMAGING_TRIAGE, Permission.IMAGING_RESULTS,
                              Permission.WORKLIST_READ}),
