@@ -55,6 +55,13 @@ def gateway_cli(*args: str) -> None:
     assert parsed.func(parsed) == 0
 
 
+def records_of(home, action: str, outcome: str | None = None, at_least: int = 1) -> list:
+    """The audit records of `action` (with `outcome`), once there are `at_least` of them."""
+    records = [r for r in AuditTrail(home).records()
+               if r.action == action and outcome in (None, r.outcome)]
+    return records if len(records) >= at_least else []
+
+
 def assert_one_sr_and_one_sc_per_study(destination: Destination, studies: list[str]) -> None:
     by_study = destination.results_by_study()
     assert sorted(by_study) == sorted(studies)
@@ -77,9 +84,8 @@ def test_other_calling_or_called_ae_titles_are_refused_and_audited(run_gateway, 
     assert send(port, [radiograph()], calling="INTRUDER") == [None]
     assert echo(port, called="SOMEONE_ELSE") is None
     assert gateway.queue.counts() == {}
-    refused = wait_for(lambda: [r for r in AuditTrail(tmp_path).records()
-                                if r.action == "gateway:associate"][2:] and
-                       [r for r in AuditTrail(tmp_path).records()], 5, "3 refusals audited")
+    refused = wait_for(lambda: records_of(tmp_path, "gateway:associate", at_least=3), 5,
+                       "3 refusals audited")
     assert [r.outcome for r in refused] == ["failure"] * 3
     assert "'INTRUDER' to 'CLINASSIST'" in refused[0].detail
     assert "'PACS' to 'SOMEONE_ELSE'" in refused[2].detail
@@ -108,6 +114,8 @@ def test_every_step_is_audited_by_job_with_pseudonymised_patients(
     send(gateway.config.port, [instance])
     wait_for(lambda: gateway.queue.counts() == {"done": 1}, 30, "the job done")
     job_id = gateway.queue.jobs()[0].id
+    # The delivery is audited just after the job is marked done.
+    wait_for(lambda: records_of(tmp_path, "gateway:deliver"), 5, "the delivery audited")
     records = [r for r in AuditTrail(tmp_path).records() if r.resource == job_id]
     assert [(r.action, r.outcome) for r in records] == [
         ("gateway:receive", "success"), ("gateway:process", "success"),
@@ -134,9 +142,8 @@ def test_results_wait_while_the_destination_is_down_and_arrive_when_it_returns(
     instance = radiograph(2)
     gateway = run_gateway(destinations=[str(destination)], max_attempts=50)
     send(gateway.config.port, [instance])
-    wait_for(lambda: [r for r in AuditTrail(tmp_path).records()
-                      if (r.action, r.outcome) == ("gateway:deliver", "failure")][1:],
-             30, "two failed deliveries")
+    wait_for(lambda: records_of(tmp_path, "gateway:deliver", "failure", at_least=2), 30,
+             "two failed deliveries")
     assert destination.stored == [] and gateway.queue.counts() == {"processed": 1}
     destination.start()
     wait_for(lambda: gateway.queue.counts() == {"done": 1}, 30, "delivery after the return")
@@ -149,6 +156,8 @@ def test_dead_lettered_job_is_listed_by_status_and_delivered_after_retry(
     gateway = run_gateway(destinations=[str(destination)], max_attempts=2)
     send(gateway.config.port, [radiograph(3)])
     wait_for(lambda: gateway.queue.counts() == {"dead": 1}, 30, "the job dead-lettered")
+    # The job is dead in the queue just before its last failure is audited.
+    wait_for(lambda: records_of(tmp_path, "gateway:fail"), 5, "the dead letter audited")
     capsys.readouterr()
     gateway_cli("status", "--json")
     status = json.loads(capsys.readouterr().out)
@@ -193,9 +202,15 @@ def test_the_gateway_log_lines_carry_no_patient_identifiers(run_gateway, destina
     caplog.set_level(logging.INFO)
     gateway = run_gateway(destinations=[str(destination)])
     send(gateway.config.port, [instance])
-    wait_for(lambda: gateway.queue.counts() == {"done": 1}, 30, "the job done")
-    ours = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("clinassist.serving"))
-    assert "received" in ours and "processed" in ours and "delivered" in ours
+
+    def our_lines() -> str | None:
+        """Our loggers' lines, once the delivery (logged after the job is done) is among them."""
+        lines = "\n".join(r.getMessage() for r in caplog.records
+                          if r.name.startswith("clinassist.serving"))
+        return lines if "delivered" in lines else None
+
+    ours = wait_for(our_lines, 30, "the delivery logged")
+    assert "received" in ours and "processed" in ours
     for identifier in (instance.PatientID, str(instance.PatientName), instance.AccessionNumber,
                        instance.SOPInstanceUID, instance.StudyInstanceUID):
         assert identifier not in ours

@@ -53,17 +53,20 @@ def test_real_cr_sent_to_orthanc_comes_back_with_sr_and_sc_in_its_study(
                               text=True, timeout=60)
         assert sent.returncode == 0, sent.stderr
 
-        def instances() -> list[dict]:
+        def study_with_results() -> list[dict] | None:
+            """The study's instances once the SR and SC are among them."""
             answer = httpx.get(f"{orthanc.url}/dicom-web/studies/{source.StudyInstanceUID}"
                                "/instances", timeout=10)
-            return answer.json() if answer.status_code == 200 else []
+            found = answer.json() if answer.status_code == 200 else []
+            return found if len(found) >= 3 else None
 
-        wait_for(lambda: len(instances()) >= 3, 60, "the SR and SC back in Orthanc")
-        found = instances()
+        # The destination stores the objects before the gateway records their delivery: wait
+        # for both states, the job done and Orthanc holding the SR and SC.
+        wait_for(lambda: gateway.queue.counts() == {"done": 1}, 60, "the job done")
+        found = wait_for(study_with_results, 30, "the SR and SC back in Orthanc")
         classes = sorted(i[SOP_CLASS_UID]["Value"][0] for i in found)
         assert classes == sorted([source.SOPClassUID, Comprehensive3DSRStorage,
                                   SecondaryCaptureImageStorage])
         assert len({i[SERIES_UID]["Value"][0] for i in found}) == 3  # a new series each
-        assert gateway.queue.counts() == {"done": 1}
     finally:
         gateway.stop()
