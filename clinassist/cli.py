@@ -42,10 +42,42 @@ def cmd_train(args: argparse.Namespace) -> None:
     print(json.dumps(calibrate([run]), indent=2))
 
 
-def cmd_calibrate(args: argparse.Namespace) -> None:
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    if args.model == "site":
+        return cmd_calibrate_site(args)
     from clinassist.training.cxr_export import calibrate
 
     print(json.dumps(calibrate(args.run or [Path("runs/cxr")]), indent=2))
+    return 0
+
+
+def cmd_calibrate_site(args: argparse.Namespace) -> int:
+    from clinassist.config import home_dir
+    from clinassist.serving.imaging.site_calibration import SiteCalibrationStore
+    from clinassist.site_calibration import (calibrate_site, format_report,
+                                             remove_site_calibration)
+
+    home, model = home_dir(), BUNDLES["cxr"]
+    if args.remove:
+        version = remove_site_calibration(home, model)
+        print(f"site calibration v{version} removed: the bundle's operating points apply"
+              if version else "no site calibration was in force")
+        return 0
+    if args.show:
+        store = SiteCalibrationStore(home, model)
+        version = store.active_version()
+        if version is None:
+            print(f"no site calibration in force (versions on file: {store.versions() or 'none'})")
+            return 0
+        overlay = store.read(version)
+        print(json.dumps(overlay, indent=2) if args.json else format_report(overlay))
+        return 0
+    if args.labels is None or not args.inputs:
+        raise ClinassistError("calibrate site needs --labels FILE and the labelled studies' "
+                              "DICOM files or folders (or --show / --remove)")
+    overlay = calibrate_site(home, args.labels, args.inputs)
+    print(json.dumps(overlay, indent=2) if args.json else format_report(overlay))
+    return 0
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
@@ -134,10 +166,21 @@ def parser() -> argparse.ArgumentParser:
                        help="ddi: train one split only (default: all three)")
     train.set_defaults(func=cmd_train)
 
-    cal = commands.add_parser("calibrate", help="fit temperature and threshold on validation")
-    add_model_argument(cal, choices=("cxr",))
+    cal = commands.add_parser(
+        "calibrate", help="cxr: fit temperature and threshold per population on validation; "
+                          "site: fit them on this imaging centre's labelled studies")
+    cal.add_argument("model", choices=("cxr", "site"),
+                     help="cxr: a trained run; site: a site overlay of the cxr bundle")
     cal.add_argument("--run", type=Path, action="append",
-                     help="run directory, repeated for an ensemble (default: runs/cxr)")
+                     help="cxr: run directory, repeated for an ensemble (default: runs/cxr)")
+    cal.add_argument("--labels", type=Path,
+                     help="site: CSV with columns sop_instance_uid,label (pneumonia or normal)")
+    cal.add_argument("inputs", type=Path, nargs="*",
+                     help="site: the labelled studies' DICOM files or folders")
+    cal.add_argument("--show", action="store_true", help="site: print the overlay in force")
+    cal.add_argument("--remove", action="store_true",
+                     help="site: stop using the site overlay (its versions stay on file)")
+    cal.add_argument("--json", action="store_true", help="site: print the overlay as JSON")
     cal.set_defaults(func=cmd_calibrate)
 
     compare = commands.add_parser(
@@ -173,6 +216,7 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=3000)
     serve.set_defaults(func=cmd_serve)
 
+    from clinassist.serving.deid.cli import register as register_deid
     from clinassist.serving.gateway.cli import register as register_gateway
     from clinassist.serving.medication.cli import register as register_medication
     from clinassist.serving.security.cli import register as register_security
@@ -180,6 +224,7 @@ def parser() -> argparse.ArgumentParser:
     register_security(commands)
     register_medication(commands)
     register_gateway(commands)
+    register_deid(commands)
     return root
 
 
