@@ -16,6 +16,7 @@ from fastapi import FastAPI
 
 from clinassist.config import home_dir
 from clinassist.serving.imaging import api as imaging_api
+from clinassist.serving.imaging import feedback_api
 from clinassist.serving.gateway import admin_api, worklist_api
 from clinassist.serving.medication import api as medication_api
 from clinassist.serving.medication import cds_api
@@ -34,11 +35,13 @@ PERMISSIONS = [
     Permission("GET", r"/v1/cds-services", "cds:invoke"),
     Permission("POST", r"/v1/cds-services/[A-Za-z0-9._-]+", "cds:invoke"),
     Permission("POST", r"/v1/cds-services/[A-Za-z0-9._-]+/feedback", "cds:feedback"),
+    *feedback_api.ROUTES,
     worklist_api.ROUTE,
     *admin_api.ROUTES,
 ]
 
 api = FastAPI(title="clinassist", docs_url=None, redoc_url=None, openapi_url=None)
+api.include_router(feedback_api.router)  # before /imaging/results/{id}/{kind}
 api.add_api_route("/imaging/triage", imaging_api.triage, methods=["POST"], tags=["imaging"],
                   openapi_extra=imaging_api.TRIAGE_OPENAPI, responses=imaging_api.ERRORS)
 api.add_api_route("/imaging/results/{result_id}", imaging_api.result_summary, methods=["GET"],

@@ -46,7 +46,7 @@ AUDIENCE = "https://clinassist.example.org/cds-services/medication-risk"
 
 def test_each_role_holds_exactly_its_listed_permissions():
     assert ROLE_PERMISSIONS[Role.RADIOLOGIST] == {"imaging:triage", "imaging:results",
-                                                  "worklist:read"}
+                                                  "imaging:feedback", "worklist:read"}
     assert ROLE_PERMISSIONS[Role.PHARMACIST] == {"medication:review", "cds:invoke",
                                                  "cds:feedback"}
     assert ROLE_PERMISSIONS[Role.ML_ENGINEER] == {"models:read", "imaging:results"}

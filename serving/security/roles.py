@@ -12,6 +12,7 @@ from clinassist.serving.security.errors import SecurityError, UnknownPermissionE
 class Permission(StrEnum):
     IMAGING_TRIAGE = "imaging:triage"  # submit DICOM images for triage
     IMAGING_RESULTS = "imaging:results"  # read triage result objects
+    IMAGING_FEEDBACK = "imaging:feedback"  # record a radiologist's reading of a triaged study
     WORKLIST_READ = "worklist:read"
     MEDICATION_REVIEW = "medication:review"
     CDS_INVOKE = "cds:invoke"  # call a CDS Hooks service
@@ -33,7 +34,7 @@ class Role(StrEnum):
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.RADIOLOGIST: frozenset({Permission.IMAGING_TRIAGE, Permission.IMAGING_RESULTS,
-                                 Permission.WORKLIST_READ}),
+                                 Permission.IMAGING_FEEDBACK, Permission.WORKLIST_READ}),
     Role.PHARMACIST: frozenset({Permission.MEDICATION_REVIEW, Permission.CDS_INVOKE,
                                 Permission.CDS_FEEDBACK}),
     Role.ML_ENGINEER: frozenset({Permission.MODELS_READ, Permission.MODELS_MANAGE,
