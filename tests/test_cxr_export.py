@@ -4,9 +4,11 @@ import shutil
 import pytest
 
 from clinassist.bundle import Bundle, BundleError
-from clinassist.training.cxr_export import (PARITY_TOLERANCE, ExportError, calibrate, check_parity, export,
-                                 load_ensemble)
-from clinassist.training.cxr_model import CalibratedCxr
+import torch
+
+from clinassist.training.cxr_export import (PARITY_TOLERANCE, ExportError, calibrate,
+                                            check_parity, export, load_ensemble)
+from clinassist.training.cxr_model import ExportedCxr
 
 
 @pytest.fixture(scope="module")
@@ -16,20 +18,38 @@ def tiny_bundle(tiny_run, tmp_path_factory):
     return bundle
 
 
+def temperatures(meta: dict) -> list[float]:
+    return [point["temperature"] for point in meta["populations"].values()]
+
+
 def test_export_matches_pytorch_on_real_test_images(tiny_run, tiny_bundle):
     meta = json.loads((tiny_bundle / "metadata.json").read_text())
     assert meta["export_parity_max_abs_diff"] <= PARITY_TOLERANCE
     ensemble, _ = load_ensemble([tiny_run])
-    model = CalibratedCxr(ensemble, meta["calibration"]["temperature"]).eval()
-    assert check_parity(model, tiny_bundle / "model.onnx") <= PARITY_TOLERANCE
+    model = ExportedCxr(ensemble).eval()
+    assert check_parity(model, tiny_bundle / "model.onnx", temperatures(meta)) <= PARITY_TOLERANCE
 
 
 def test_parity_check_catches_a_graph_that_differs(tiny_run, tiny_bundle):
     ensemble, _ = load_ensemble([tiny_run])
+    with torch.no_grad():
+        ensemble.members[0].backbone.fc.bias += 0.5
     meta = json.loads((tiny_bundle / "metadata.json").read_text())
-    other = CalibratedCxr(ensemble, meta["calibration"]["temperature"] * 0.5).eval()
     with pytest.raises(ExportError, match="differ"):
-        check_parity(other, tiny_bundle / "model.onnx")
+        check_parity(ExportedCxr(ensemble).eval(), tiny_bundle / "model.onnx", temperatures(meta))
+
+
+def test_each_population_gets_its_own_validation_fitted_operating_point(tiny_bundle):
+    meta = json.loads((tiny_bundle / "metadata.json").read_text())
+    points = meta["populations"]
+    assert set(points) == {"paediatric", "adult"}
+    assert points["paediatric"]["validation"]["images"] == 652
+    assert points["adult"]["validation"]["images"] == 172  # the adults among the validation patients
+    for point in points.values():
+        assert point["temperature"] > 0 and 0 < point["threshold"] < 1
+        assert point["validation"]["sensitivity_at_threshold"] >= 0.90
+    assert meta["population_rule"] == {**meta["population_rule"],
+                                       "paediatric_below_years": 18, "unknown_age": "adult"}
 
 
 def test_export_is_one_file_with_no_external_data(tiny_bundle):
@@ -79,7 +99,8 @@ def test_compare_scores_a_run_as_calibration_does_and_its_ensembles_too(tiny_run
     rows = compare([tiny_run, tiny_run])
     alone = [row for row in rows if len(row["runs"]) == 1]
     assert len(rows) == 3 and len(alone) == 2
-    expected = calibrate([tiny_run])["validation"]["nll_after"]
+    points = calibrate([tiny_run])
+    expected = sum(p["validation"]["nll_after"] for p in points.values()) / len(points)
     for row in rows:  # a run averaged with itself is that run
         assert row["nll_after_temperature"] == pytest.approx(expected, rel=1e-6)
     assert sum(row["chosen"] for row in rows) == 1

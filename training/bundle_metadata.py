@@ -1,17 +1,18 @@
-"""Metadata blocks every bundle carries: framework versions and the Kermany data it came from."""
+"""Metadata blocks every bundle carries: framework versions and the data it came from."""
 
 from __future__ import annotations
 
 import hashlib
 from datetime import datetime, timezone
 
-from clinassist.training import cxr_data
+from clinassist.training import cxr_data, nih_adult_data
 from clinassist.training.onnx_export import OPSET
 
 KERMANY_SOURCE = "Kermany et al. 2018, Mendeley Data doi:10.17632/rscbjbr9sj.2"
 
 
-def records_sha256(records: list[cxr_data.Record]) -> str:
+def records_sha256(records: list) -> str:
+    """One hash of a split's file list (path, MD5 and label of each record)."""
     lines = sorted(f"{r.path},{r.md5},{r.label}" for r in records)
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
@@ -51,4 +52,19 @@ def raw_image_input(*sizes: int) -> dict:
         "preprocessing_in_graph": f"bilinear antialiased resize to {resizes}, per-image z-score",
         "expects": "display-ready radiograph: modality and VOI LUT applied, MONOCHROME2 "
                    "(bright bone)",
+    }
+
+
+def adult_training_data() -> dict:
+    """Which adult NIH images trained (if the run used them), validated and tested the model."""
+    splits = nih_adult_data.make_splits(nih_adult_data.read_manifest())
+    return {
+        "dataset": nih_adult_data.DATASET_FOLDER,
+        "source": nih_adult_data.SOURCE,
+        "licence": nih_adult_data.LICENCE,
+        "manifest_sha256": cxr_data.expected_manifest_sha256(nih_adult_data.dataset_root()),
+        "split_seed": nih_adult_data.SPLIT_SEED,
+        "split_sha256": {name: records_sha256(getattr(splits, name))
+                         for name in ("train", "val", "test")},
+        "split_sizes": {name: len(getattr(splits, name)) for name in ("train", "val", "test")},
     }

@@ -10,16 +10,19 @@ import torch
 
 from clinassist.bundle import file_sha256
 from clinassist.errors import ClinassistError
-from clinassist.training import bundle_metadata, calibration, cxr_data
-from clinassist.training.cxr_model import CalibratedCxr, CxrEnsemble, CxrNet
+from clinassist.training import bundle_metadata, calibration, cxr_data, cxr_populations
+from clinassist.training.cxr_model import CxrEnsemble, CxrNet, ExportedCxr
+from clinassist.training.cxr_populations import ADULT
 from clinassist.training.cxr_train import load_trained
 from clinassist.training.metrics import expected_calibration_error, sensitivity, specificity
-from clinassist.training.onnx_export import (export_onnx, fold_batch_norms, max_abs_difference,
-                                  round_to_half_precision, store_weights_as_half)
+from clinassist.training.onnx_export import (export_onnx, fold_batch_norms,
+                                             round_to_half_precision, store_weights_as_half)
 
-MIN_SENSITIVITY = 0.95
 PARITY_TOLERANCE = 1e-4
 BUNDLE_NAME = "cxr_pneumonia"
+# The service picks the paediatric operating point below this age, the adult one at or above
+# it and when the age is unknown.
+PAEDIATRIC_BELOW_YEARS = 18
 
 
 class ExportError(ClinassistError):
@@ -48,29 +51,23 @@ def load_ensemble(runs: list[Path]) -> tuple[CxrEnsemble, list[dict]]:
 
 
 def calibrate(runs: list[Path]) -> dict:
-    """Fit the temperature and the operating point of the ensemble on the validation split."""
+    """Fit each population's temperature and operating point of the ensemble on validation."""
     ensemble, cfgs = load_ensemble(runs)
     return calibrate_on_validation(ensemble, cfgs[0])
 
 
-def validation_data(cfg: dict) -> tuple[np.ndarray, np.ndarray]:
-    """Pixels and labels of the run's validation split."""
-    splits = cxr_data.make_splits(cxr_data.read_manifest(), cfg["val_fraction"], cfg["seed"])
-    return cxr_data.load_pixels(splits.val), cxr_data.labels(splits.val)
-
-
-def calibrate_on_validation(net: CxrEnsemble, cfg: dict) -> dict:
-    pixels, targets = validation_data(cfg)
-    logits = logits_of(net, pixels)
+def operating_point(logits: np.ndarray, targets: np.ndarray) -> dict:
+    """Temperature scaling and the triage threshold fitted on one population's validation set."""
     temperature = calibration.fit_temperature(logits, targets)
     probabilities = calibration.sigmoid(logits / temperature)
-    threshold = calibration.threshold_for_sensitivity(probabilities, targets, MIN_SENSITIVITY)
+    threshold, criterion = calibration.choose_threshold(probabilities, targets)
     return {
         "temperature": temperature,
         "threshold": threshold,
-        "criterion": f"highest threshold with sensitivity >= {MIN_SENSITIVITY} on validation",
+        "criterion": criterion,
         "validation": {
             "images": len(targets),
+            "positives": int(targets.sum()),
             "nll_after": calibration.binary_nll(logits / temperature, targets),
             "sensitivity_at_threshold": sensitivity(probabilities, targets, threshold),
             "specificity_at_threshold": specificity(probabilities, targets, threshold),
@@ -78,6 +75,19 @@ def calibrate_on_validation(net: CxrEnsemble, cfg: dict) -> dict:
             "ece_after": expected_calibration_error(probabilities, targets),
         },
     }
+
+
+def validation_logits(net: CxrEnsemble, cfg: dict) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Each population's validation logits and labels."""
+    return {name: (logits_of(net, images.pixels), images.targets)
+            for name, images in cxr_populations.validation_sets(cfg).items()}
+
+
+def calibrate_on_validation(net: CxrEnsemble, cfg: dict) -> dict:
+    """{population: operating point}, each fitted on that population's validation set only."""
+    return {name: {"description": cxr_populations.DESCRIPTIONS[name],
+                   **operating_point(logits, targets)}
+            for name, (logits, targets) in validation_logits(net, cfg).items()}
 
 
 def parity_images(count: int = 24) -> list[np.ndarray]:
@@ -90,22 +100,35 @@ def parity_images(count: int = 24) -> list[np.ndarray]:
     return [eight_bit, twelve_bit]
 
 
-def check_parity(model: CalibratedCxr, onnx_path: Path) -> float:
-    """Largest |p_torch - p_onnx| over real test images; raises if above the tolerance."""
-    worst = max_abs_difference(model, onnx_path, parity_images(), "probability")
+def check_parity(model: ExportedCxr, onnx_path: Path, temperatures: list[float]) -> float:
+    """Largest |p_torch - p_onnx| over real test images, the probability taken under each
+    population's temperature as the service computes it; raises if above the tolerance."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    worst = 0.0
+    for batch in parity_images():
+        with torch.no_grad():
+            expected = model(torch.from_numpy(batch))[0].numpy()
+        actual = session.run(["logit"], {"image": batch})[0]
+        for temperature in temperatures:
+            difference = (calibration.sigmoid(expected / temperature)
+                          - calibration.sigmoid(actual / temperature))
+            worst = max(worst, float(np.max(np.abs(difference))))
     if worst > PARITY_TOLERANCE:
         raise ExportError(f"ONNX and PyTorch probabilities differ by {worst:.2e} "
                           f"(tolerance {PARITY_TOLERANCE:.0e})")
     return worst
 
 
-def metadata(cfgs: list[dict], cam_size: int, cal: dict, onnx_path: Path, version: str,
+def metadata(cfgs: list[dict], cam_size: int, populations: dict, onnx_path: Path, version: str,
              parity: float) -> dict:
     sizes = [cfg["image_size"] for cfg in cfgs]
     return {
         "name": BUNDLE_NAME,
         "version": version,
-        "task": "binary classification: pneumonia vs normal on a frontal paediatric chest radiograph",
+        "task": "binary classification: pneumonia vs normal on a frontal chest radiograph of a "
+                "child or an adult",
         "created": bundle_metadata.now(),
         "model_file": onnx_path.name,
         "sha256": file_sha256(onnx_path),
@@ -113,9 +136,10 @@ def metadata(cfgs: list[dict], cam_size: int, cal: dict, onnx_path: Path, versio
         "network_data_format": {
             "inputs": {"image": bundle_metadata.raw_image_input(*sizes)},
             "outputs": {
-                "probability": {"type": "probabilities", "dtype": "float32", "shape": ["batch"],
-                                "value_range": [0, 1], "channel_def": {"1": "pneumonia"},
-                                "calibrated": True},
+                "logit": {"type": "logits", "dtype": "float32", "shape": ["batch"],
+                          "channel_def": {"1": "pneumonia"}, "calibrated": False,
+                          "description": "probability = sigmoid(logit / temperature) with the "
+                                         "temperature of the patient's population"},
                 "cam": {"type": "class activation map", "dtype": "float32",
                         "shape": ["batch", 1, cam_size, cam_size],
                         "description": "pneumonia evidence per region (logit units); stretch "
@@ -126,29 +150,36 @@ def metadata(cfgs: list[dict], cam_size: int, cal: dict, onnx_path: Path, versio
                      "combination": "mean of member logits; activation maps resized to the "
                                     "finest grid and averaged",
                      "weights": "rounded to float16 and stored as float16 (computed in float32)"},
-        "calibration": {"method": "temperature scaling on validation",
-                        "temperature": cal["temperature"]},
-        "operating_point": {"threshold": cal["threshold"], "criterion": cal["criterion"],
-                            "validation": cal["validation"]},
+        "populations": populations,
+        "population_rule": {
+            "paediatric_below_years": PAEDIATRIC_BELOW_YEARS, "unknown_age": ADULT,
+            "description": "the paediatric operating point for patients under "
+                           f"{PAEDIATRIC_BELOW_YEARS} (PatientAge, else birth and study dates), "
+                           "the adult one otherwise, including when the age is unknown",
+        },
+        "calibration": {"method": "temperature scaling on each population's validation set; "
+                                  "probability = sigmoid(logit / temperature)"},
         "export_parity_max_abs_diff": parity,
         "training_data": bundle_metadata.kermany_training_data(cfgs[0]),
+        "adult_data": bundle_metadata.adult_training_data(),
         "training_configs": cfgs,
-        "licence": "CC BY 4.0 (model weights derived from CC BY 4.0 data; cite Kermany et al., "
-                   "Cell 2018;172(5):1122-1131)",
+        "licence": "CC BY 4.0 (weights derived from Kermany et al., Cell 2018;172(5):1122-1131, "
+                   "CC BY 4.0, and from NIH ChestX-ray14, no restrictions on use: cite Wang et "
+                   "al., CVPR 2017 and acknowledge the NIH Clinical Center)",
     }
 
 
 def export(runs: list[Path], bundle: Path, version: str) -> dict:
-    """Calibrate the runs as one ensemble on validation, write `model.onnx` and `metadata.json`
-    into `bundle`, and return the metadata."""
+    """Calibrate the runs as one ensemble on each population's validation set, write
+    `model.onnx` and `metadata.json` into `bundle`, and return the metadata."""
     ensemble, cfgs = load_ensemble(runs)
-    cal = calibrate_on_validation(ensemble, cfgs[0])
-    model = CalibratedCxr(ensemble, cal["temperature"]).eval()
+    populations = calibrate_on_validation(ensemble, cfgs[0])
+    model = ExportedCxr(ensemble).eval()
     bundle.mkdir(parents=True, exist_ok=True)
     onnx_path = bundle / "model.onnx"
-    export_onnx(model, onnx_path, ["probability", "cam"])
+    export_onnx(model, onnx_path, ["logit", "cam"])
     store_weights_as_half(onnx_path)
-    parity = check_parity(model, onnx_path)
-    meta = metadata(cfgs, ensemble.cam_size, cal, onnx_path, version, parity)
+    parity = check_parity(model, onnx_path, [p["temperature"] for p in populations.values()])
+    meta = metadata(cfgs, ensemble.cam_size, populations, onnx_path, version, parity)
     (bundle / "metadata.json").write_text(json.dumps(meta, indent=2) + "\n")
     return meta

@@ -89,14 +89,15 @@ class CxrEnsemble(nn.Module):
         return torch.stack(logits).mean(dim=0), torch.stack(cams).mean(dim=0)
 
 
-class CalibratedCxr(nn.Module):
-    """What is exported: calibrated probability and activation map from raw pixels."""
+class ExportedCxr(nn.Module):
+    """What is exported: the uncalibrated pneumonia logit and the activation map from raw pixels.
 
-    def __init__(self, net: CxrNet | CxrEnsemble, temperature: float):
+    Calibration is per population (and per site), so it is applied by the service from the
+    bundle's metadata: probability = sigmoid(logit / temperature of the population)."""
+
+    def __init__(self, net: CxrNet | CxrEnsemble):
         super().__init__()
         self.net = net
-        self.register_buffer("temperature", torch.tensor(float(temperature)))
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logit, cam = self.net.logit_and_cam(image)
-        return torch.sigmoid(logit / self.temperature), cam
+        return self.net.logit_and_cam(image)

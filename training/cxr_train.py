@@ -23,6 +23,7 @@ from torch.utils.data import Dataset
 
 from clinassist.training import cxr_data, nih_adult_data
 from clinassist.training.cxr_model import CxrNet
+from clinassist.training.cxr_populations import ADULT, PAEDIATRIC
 from clinassist.training.trainer import fit, load_config, load_weights, run_config
 
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "cxr_pneumonia.yaml"
@@ -72,7 +73,6 @@ class RadiographDataset(Dataset):
         return {"pixel_values": image, "labels": torch.tensor(self.targets[index])}
 
 
-PAEDIATRIC, ADULT = "paediatric", "adult"
 KERMANY_SIZE = 224  # the Kermany images' size; adult images are resized to it for training
 
 

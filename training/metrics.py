@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Callable
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import roc_auc_score, roc_curve
 
 Metric = Callable[[np.ndarray, np.ndarray], float]
 
@@ -41,9 +41,16 @@ def confusion(probabilities: np.ndarray, targets: np.ndarray, threshold: float) 
             "tn": int(np.sum(~flagged & (targets == 0))), "fn": int(np.sum(~flagged & (targets == 1)))}
 
 
+def auc(probabilities: np.ndarray, targets: np.ndarray) -> float:
+    """ROC AUC; NaN when only one class is present (a small subgroup of a resample)."""
+    if len(np.unique(targets)) < 2:
+        return float("nan")
+    return float(roc_auc_score(targets, probabilities))
+
+
 def binary_metrics(threshold: float) -> dict[str, Metric]:
     return {
-        "auc": lambda p, y: float(roc_auc_score(y, p)),
+        "auc": auc,
         "accuracy_at_0.5": lambda p, y: accuracy(p, y, 0.5),
         "sensitivity_at_threshold": lambda p, y: sensitivity(p, y, threshold),
         "specificity_at_threshold": lambda p, y: specificity(p, y, threshold),
@@ -52,20 +59,54 @@ def binary_metrics(threshold: float) -> dict[str, Metric]:
     }
 
 
+def specificity_at_sensitivity(probabilities: np.ndarray, targets: np.ndarray,
+                               min_sensitivity: float) -> float:
+    """The best specificity of any threshold whose sensitivity reaches `min_sensitivity` (a point
+    of the ROC curve: an evaluation figure, not a threshold choice)."""
+    fpr, tpr, _ = roc_curve(targets, probabilities)
+    return float(1 - fpr[tpr >= min_sensitivity].min())
+
+
+def bootstrap_draws(targets: np.ndarray, rng: np.random.Generator,
+                    groups: np.ndarray | None) -> np.ndarray:
+    """One resample's indices: stratified by class; with `groups` (patients), whole groups are
+    drawn, stratified by whether the group holds a positive."""
+    if groups is None:
+        by_class = [np.flatnonzero(targets == c) for c in (0, 1)]
+        return np.concatenate([rng.choice(members, len(members)) for members in by_class])
+    names, which = np.unique(groups, return_inverse=True)
+    members = [np.flatnonzero(which == g) for g in range(len(names))]
+    positive = np.array([targets[m].max() for m in members])
+    chosen = np.concatenate([rng.choice(np.flatnonzero(positive == c), np.sum(positive == c))
+                             for c in (0, 1)])
+    return np.concatenate([members[g] for g in chosen])
+
+
 def with_bootstrap(metrics: dict[str, Metric], probabilities: np.ndarray, targets: np.ndarray,
-                   resamples: int = 2000, seed: int = 0, level: float = 0.95) -> dict:
-    """Each metric's point value and percentile interval over stratified bootstrap resamples."""
+                   resamples: int = 2000, seed: int = 0, level: float = 0.95,
+                   groups: np.ndarray | None = None,
+                   masks: dict[str, np.ndarray] | None = None) -> dict:
+    """Each metric's point value and percentile interval over stratified bootstrap resamples
+    (of whole `groups`, e.g. patients, when given). A metric named in `masks` is computed on
+    the items its mask selects (a subgroup such as one view), in the data and in each resample."""
+    masks = masks or {}
     rng = np.random.default_rng(seed)
-    by_class = [np.flatnonzero(targets == c) for c in (0, 1)]
+
+    def value(name: str, metric: Metric, idx: np.ndarray) -> float:
+        if name in masks:
+            idx = idx[masks[name][idx]]
+        return metric(probabilities[idx], targets[idx])
+
+    everything = np.arange(len(targets))
     draws = {name: [] for name in metrics}
     for _ in range(resamples):
-        idx = np.concatenate([rng.choice(members, len(members)) for members in by_class])
+        idx = bootstrap_draws(targets, rng, groups)
         for name, metric in metrics.items():
-            draws[name].append(metric(probabilities[idx], targets[idx]))
+            draws[name].append(value(name, metric, idx))
     tail = (1 - level) / 2 * 100
     return {
-        name: {"value": metric(probabilities, targets),
-               "ci95": [float(np.percentile(draws[name], tail)),
-                        float(np.percentile(draws[name], 100 - tail))]}
+        name: {"value": value(name, metric, everything),
+               "ci95": [float(np.nanpercentile(draws[name], tail)),
+                        float(np.nanpercentile(draws[name], 100 - tail))]}
         for name, metric in metrics.items()
     }

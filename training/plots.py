@@ -19,7 +19,8 @@ def _figure():
     return plt, *plt.subplots(figsize=(4.5, 4.5), dpi=110)
 
 
-def save_roc(probabilities: np.ndarray, targets: np.ndarray, threshold: float, path: Path) -> None:
+def save_roc(probabilities: np.ndarray, targets: np.ndarray, threshold: float, path: Path,
+             title: str) -> None:
     plt, fig, ax = _figure()
     fpr, tpr, _ = roc_curve(targets, probabilities)
     flagged = probabilities >= threshold
@@ -27,14 +28,14 @@ def save_roc(probabilities: np.ndarray, targets: np.ndarray, threshold: float, p
     ax.plot(np.mean(flagged[targets == 0]), np.mean(flagged[targets == 1]), "o", color="C3",
             label=f"operating point (t={threshold:.2f})")
     ax.plot([0, 1], [0, 1], ":", color="grey")
-    ax.set(xlabel="1 - specificity", ylabel="sensitivity", title="ROC, official test split")
+    ax.set(xlabel="1 - specificity", ylabel="sensitivity", title=f"ROC, {title}")
     ax.legend(loc="lower right")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
 
 
-def save_calibration(probabilities: np.ndarray, targets: np.ndarray, path: Path,
+def save_calibration(probabilities: np.ndarray, targets: np.ndarray, path: Path, title: str,
                      bins: int = 10) -> None:
     plt, fig, ax = _figure()
     edges = np.linspace(0, 1, bins + 1)
@@ -44,7 +45,7 @@ def save_calibration(probabilities: np.ndarray, targets: np.ndarray, path: Path,
             [targets[which == b].mean() for b in filled], "o-", color="C0", label="model")
     ax.plot([0, 1], [0, 1], ":", color="grey", label="perfect calibration")
     ax.set(xlabel="predicted probability", ylabel="observed pneumonia rate",
-           title="Calibration, official test split")
+           title=f"Calibration, {title}")
     ax.legend(loc="upper left")
     fig.tight_layout()
     fig.savefig(path)
@@ -52,7 +53,7 @@ def save_calibration(probabilities: np.ndarray, targets: np.ndarray, path: Path,
 
 
 def save_confusion(probabilities: np.ndarray, targets: np.ndarray, threshold: float,
-                   path: Path) -> None:
+                   path: Path, title: str) -> None:
     plt, fig, ax = _figure()
     c = confusion(probabilities, targets, threshold)
     matrix = np.array([[c["tn"], c["fp"]], [c["fn"], c["tp"]]])
@@ -62,15 +63,16 @@ def save_confusion(probabilities: np.ndarray, targets: np.ndarray, threshold: fl
                 color="white" if value > matrix.max() / 2 else "black", fontsize=14)
     ax.set_xticks([0, 1], ["routine", "urgent"])
     ax.set_yticks([0, 1], ["normal", "pneumonia"])
-    ax.set(xlabel="flag", ylabel="truth", title=f"Confusion at threshold {threshold:.2f}")
+    ax.set(xlabel="flag", ylabel="truth", title=f"{title}: threshold {threshold:.2f}")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
 
 
 def save_evaluation_plots(probabilities: np.ndarray, targets: np.ndarray, threshold: float,
-                          folder: Path) -> None:
+                          folder: Path, title: str, prefix: str = "") -> None:
+    """`{prefix}roc.png`, `{prefix}calibration.png` and `{prefix}confusion.png` in `folder`."""
     folder.mkdir(parents=True, exist_ok=True)
-    save_roc(probabilities, targets, threshold, folder / "roc.png")
-    save_calibration(probabilities, targets, folder / "calibration.png")
-    save_confusion(probabilities, targets, threshold, folder / "confusion.png")
+    save_roc(probabilities, targets, threshold, folder / f"{prefix}roc.png", title)
+    save_calibration(probabilities, targets, folder / f"{prefix}calibration.png", title)
+    save_confusion(probabilities, targets, threshold, folder / f"{prefix}confusion.png", title)
