@@ -217,6 +217,7 @@ def parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=cmd_serve)
 
     from clinassist.serving.deid.cli import register as register_deid
+    from clinassist.serving.imaging.learning_cli import register as register_learning
     from clinassist.serving.gateway.cli import register as register_gateway
     from clinassist.serving.medication.cli import register as register_medication
     from clinassist.serving.security.cli import register as register_security
@@ -225,6 +226,7 @@ def parser() -> argparse.ArgumentParser:
     register_medication(commands)
     register_gateway(commands)
     register_deid(commands)
+    register_learning(commands)
     return root
 
 
