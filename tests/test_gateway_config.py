@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from clinassist.serving.gateway.config import (CStoreDestination, ConfigError, GatewayConfig,
-                                    StowRsDestination, WebhookDestination,
-                                    parse_destination)
+from clinassist.serving.gateway.config import (ConfigError, Credentials, CStoreDestination,
+                                               GatewayConfig, OrthancFeed, StowRsDestination,
+                                               WebhookDestination, parse_destination)
 
 
 def test_destination_is_ae_title_at_host_and_port():
@@ -68,7 +68,38 @@ def test_missing_file_says_what_to_write(tmp_path):
 def test_round_trip_through_json(tmp_path):
     config = GatewayConfig(allowed_calling_ae_titles=("PACS",), port=11113,
                            destinations=(parse_destination("PACS@127.0.0.1:4242"),
-                                         parse_destination("https://pacs.example/dicom-web")))
+                                         parse_destination("https://pacs.example/dicom-web")),
+                           orthanc=OrthancFeed("https://orthanc.example", Credentials(
+                               "clinassist", secret_env="ORTHANC_PASSWORD"), poll_s=3))
     path = tmp_path / "gateway.json"
     path.write_text(json.dumps(config.to_dict()))
     assert GatewayConfig.load(path) == config
+
+
+def test_catch_up_from_orthanc_with_credentials_named_by_the_environment(monkeypatch):
+    config = GatewayConfig.from_dict({
+        "allowed_calling_ae_titles": ["ORTHANC"],
+        "orthanc": {"url": "http://127.0.0.1:8042/", "poll_s": 2,
+                    "auth": {"username": "clinassist", "password_env": "TEST_ORTHANC_PASSWORD"}}})
+    assert (config.orthanc.url, config.orthanc.poll_s, config.orthanc.max_backlog) == (
+        "http://127.0.0.1:8042", 2, 32)
+    with pytest.raises(ConfigError, match="TEST_ORTHANC_PASSWORD .* is not set; export it"):
+        config.orthanc.auth.resolve()
+    monkeypatch.setenv("TEST_ORTHANC_PASSWORD", "s3cret-value")
+    assert config.orthanc.auth.httpx_options() == {"auth": ("clinassist", "s3cret-value")}
+    assert "s3cret" not in repr(config)
+
+
+@pytest.mark.parametrize("auth", [{"bearer": ""}, {"password": "p"}, {"bearer": "t", "username": "u"},
+                                  "token", {"bearer_env": 3}])
+def test_malformed_credentials_are_refused_with_the_forms_allowed(auth):
+    with pytest.raises(ConfigError, match="credentials are"):
+        GatewayConfig.from_dict({"allowed_calling_ae_titles": ["PACS"],
+                                 "orthanc": {"url": "http://127.0.0.1:8042", "auth": auth}})
+
+
+@pytest.mark.parametrize("url", ["http://orthanc.example.org:8042",
+                                 "https://user:pass@orthanc.example.org"])
+def test_orthanc_url_is_https_without_credentials_in_it(url):
+    with pytest.raises(ConfigError, match="must be https|must not hold credentials"):
+        GatewayConfig.from_dict({"allowed_calling_ae_titles": ["PACS"], "orthanc": {"url": url}})

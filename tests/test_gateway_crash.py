@@ -3,59 +3,17 @@ instance is triaged and its results delivered exactly once; the log names no pat
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
-from pathlib import Path
 
-import pytest
 from pydicom.uid import Comprehensive3DSRStorage, SecondaryCaptureImageStorage
 
 from clinassist.serving.gateway.config import GatewayConfig
 from clinassist.serving.gateway.gateway import open_queue
-from test_gateway_support import Destination, echo, radiograph, send, wait_for, write_config
+from test_gateway_support import (Destination, GatewayProcess, processes, radiograph,  # noqa: F401
+                                  send, wait_for, write_config)
 
 INSTANCES, KILL_AFTER = 24, 10  # kill right after the 11th acknowledgement
 SUCCESS = 0x0000
-
-
-class GatewayProcess:
-    """`python -m clinassist.serving.gateway serve` in its own process group, logging to a file."""
-
-    def __init__(self, home: Path, port: int) -> None:
-        self.home, self.port = home, port
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> "GatewayProcess":
-        with open(self.home / "gateway.log", "a") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "clinassist.serving.gateway", "serve"], cwd=self.home,
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                env={**os.environ, "CLINASSIST_HOME": str(self.home)})
-        wait_for(lambda: self.process.poll() is not None or echo(self.port) == SUCCESS, 60,
-                 "the gateway to answer C-ECHO")
-        assert self.process.poll() is None, (self.home / "gateway.log").read_text()[-2000:]
-        return self
-
-    def kill(self, signum: int) -> int:
-        os.killpg(self.process.pid, signum)
-        return self.process.wait(timeout=30)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            try:
-                self.kill(signal.SIGTERM)
-            except subprocess.TimeoutExpired:
-                self.kill(signal.SIGKILL)
-
-
-@pytest.fixture
-def processes():
-    started: list[GatewayProcess] = []
-    yield started
-    for process in started:
-        process.stop()
 
 
 def test_kill_9_mid_load_then_restart_delivers_every_acknowledged_instance_once(

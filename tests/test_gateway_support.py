@@ -1,9 +1,14 @@
 """Helpers shared by the gateway tests (no tests here): a destination SCP that records what it
-stores, a C-STORE/C-ECHO sender, synthetic chest radiographs and a bounded wait."""
+stores, a C-STORE/C-ECHO sender, synthetic chest radiographs, a bounded wait, and a real
+`gateway serve` process (with the `processes` fixture that stops those a test started)."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -11,6 +16,7 @@ from functools import cache
 from pathlib import Path
 
 import numpy as np
+import pytest
 from pydicom import Dataset
 from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification
@@ -20,6 +26,7 @@ from service_process import free_port
 
 PACS = "PACS"
 GATEWAY = "CLINASSIST"
+SUCCESS = 0x0000
 
 
 @cache
@@ -158,3 +165,43 @@ class Webhook:
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+class GatewayProcess:
+    """`python -m clinassist.serving.gateway serve` in its own process group, logging to a file."""
+
+    def __init__(self, home: Path, port: int, calling: str = PACS) -> None:
+        self.home, self.port, self.calling = home, port, calling
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> "GatewayProcess":
+        with open(self.home / "gateway.log", "a") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "clinassist.serving.gateway", "serve"], cwd=self.home,
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                env={**os.environ, "CLINASSIST_HOME": str(self.home)})
+        wait_for(lambda: self.process.poll() is not None
+                 or echo(self.port, calling=self.calling) == SUCCESS, 60,
+                 "the gateway to answer C-ECHO")
+        assert self.process.poll() is None, (self.home / "gateway.log").read_text()[-2000:]
+        return self
+
+    def kill(self, signum: int) -> int:
+        os.killpg(self.process.pid, signum)
+        return self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            try:
+                self.kill(signal.SIGTERM)
+            except subprocess.TimeoutExpired:
+                self.kill(signal.SIGKILL)
+
+
+@pytest.fixture
+def processes():
+    """Gateway processes a test starts (append them); stopped after it."""
+    started: list[GatewayProcess] = []
+    yield started
+    for process in started:
+        process.stop()

@@ -1,4 +1,5 @@
-"""The running gateway: the SCP and a pool of worker threads over one durable queue."""
+"""The running gateway: the SCP, catch-up from the PACS's change log when configured, and a
+pool of worker threads over one durable queue."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
+from clinassist.serving.gateway.catchup import CatchUp
 from clinassist.serving.gateway.config import GatewayConfig
+from clinassist.serving.gateway.intake import Intake
 from clinassist.serving.gateway.queue import Backoff, JobQueue
 from clinassist.serving.gateway.scp import StorageSCP
 from clinassist.serving.gateway.worker import Worker
@@ -36,7 +39,13 @@ class Gateway:
         pipeline = Pipeline(self.models.describe(), self._infer)
         self.worker = Worker(home, config.ae_title, config.destinations, pipeline, self.queue,
                              Worklist(home, max_wait_from_env()))
-        self.scp = StorageSCP(config, self.queue, AuditTrail(home), self._work.set)
+        for credentials in config.credentials():
+            credentials.resolve()  # a missing environment variable stops the start, not a job
+        audit = AuditTrail(home)
+        intake = Intake(self.queue, audit, config.ae_title, self._work.set)
+        self.scp = StorageSCP(config, intake, audit)
+        self.catch_up = CatchUp(home, config.orthanc, intake, self.queue, config.ae_title) \
+            if config.orthanc else None
         self._threads: list[threading.Thread] = []
 
     async def _infer(self, images: list[np.ndarray]) -> list[Inference]:
@@ -46,12 +55,16 @@ class Gateway:
         self.queue.recover()
         self._threads = [threading.Thread(target=self._run, name=f"gateway-worker-{n}",
                                           daemon=True) for n in range(self.config.workers)]
+        if self.catch_up is not None:
+            self._threads.append(threading.Thread(target=self.catch_up.run, args=(self._stop,),
+                                                  name="gateway-catch-up", daemon=True))
         for thread in self._threads:
             thread.start()
         self.scp.start()
-        log.info("gateway %s listening on %s:%d, %d worker(s), destinations: %s",
+        log.info("gateway %s listening on %s:%d, %d worker(s), destinations: %s; catch-up: %s",
                  self.config.ae_title, self.config.host, self.config.port, self.config.workers,
-                 ", ".join(map(str, self.config.destinations)) or "none")
+                 ", ".join(map(str, self.config.destinations)) or "none",
+                 self.config.orthanc.url if self.config.orthanc else "off")
 
     def stop(self) -> None:
         """Stop listening, let workers finish their current step, and return."""

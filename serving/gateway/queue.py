@@ -136,6 +136,15 @@ class JobQueue:
             return existing["id"], False
         return job_id, True
 
+    def knows(self, sop_instance_uid: str) -> bool:
+        """Whether an instance with this SOP Instance UID was received already."""
+        return self._db.query("SELECT 1 FROM job WHERE sop_instance_uid = ?",
+                              (sop_instance_uid,)).fetchone() is not None
+
+    def backlog(self) -> int:
+        """How many received instances wait for triage."""
+        return self._db.query("SELECT COUNT(*) FROM job WHERE state = 'received'").fetchone()[0]
+
     def instance_path(self, job_id: str) -> Path:
         return self.instances / f"{job_id}.dcm"
 

@@ -1,13 +1,12 @@
 """The gateway's DICOM listener: C-ECHO and C-STORE (PS3.4 A.4, B.2) from allowed AE titles.
 
-An instance is acknowledged only after `JobQueue.receive` has fsync'd its file and committed
-its job row, so whatever the sender saw stored survives a crash.
+An instance is acknowledged only after the intake has fsync'd its file and committed its job
+row, so whatever the sender saw stored survives a crash.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
 from pynetdicom.sop_class import (ComputedRadiographyImageStorage,
@@ -16,7 +15,7 @@ from pynetdicom.sop_class import (ComputedRadiographyImageStorage,
 from pynetdicom.transport import ThreadedAssociationServer
 
 from clinassist.serving.gateway.config import GatewayConfig
-from clinassist.serving.gateway.queue import JobQueue
+from clinassist.serving.gateway.intake import Intake
 from clinassist.serving.security import AuditTrail
 
 log = logging.getLogger(__name__)
@@ -27,11 +26,10 @@ SUCCESS, OUT_OF_RESOURCES = 0x0000, 0xA700  # PS3.4 Table B.2-1
 
 class StorageSCP:
     """Accepts associations only from `config.allowed_calling_ae_titles`, addressed to
-    `config.ae_title`; calls `on_receive` after each newly queued instance."""
+    `config.ae_title`, and hands each instance to the intake."""
 
-    def __init__(self, config: GatewayConfig, queue: JobQueue, audit: AuditTrail,
-                 on_receive: Callable[[], None]) -> None:
-        self.config, self.queue, self.audit, self.on_receive = config, queue, audit, on_receive
+    def __init__(self, config: GatewayConfig, intake: Intake, audit: AuditTrail) -> None:
+        self.config, self.intake, self.audit = config, intake, audit
         self.actor = f"gateway:{config.ae_title}"
         self._server: ThreadedAssociationServer | None = None
 
@@ -54,17 +52,11 @@ class StorageSCP:
     def _store(self, event: evt.Event) -> int:
         calling = event.assoc.requestor.ae_title
         try:
-            job_id, new = self.queue.receive(event.encoded_dataset(),
-                                             str(event.request.AffectedSOPInstanceUID), calling)
+            self.intake.admit(event.encoded_dataset(), str(event.request.AffectedSOPInstanceUID),
+                              calling, _patient_ids(event))
         except Exception as error:  # disk full, database locked: the sender must retry
             log.error("could not queue an instance from %s (%s)", calling, type(error).__name__)
             return OUT_OF_RESOURCES
-        self.audit.record(actor=self.actor, role="gateway", action="gateway:receive",
-                          resource=job_id, outcome="success", patient_ids=_patient_ids(event),
-                          detail=f"from {calling}" + ("" if new else ", already received"))
-        if new:
-            log.info("job %s received from %s", job_id, calling)
-            self.on_receive()
         return SUCCESS
 
     def _rejected(self, event: evt.Event) -> None:

@@ -20,12 +20,23 @@ START_TIMEOUT_S = 30
 
 @dataclass
 class LocalOrthanc:
-    url: str  # REST root; DICOMweb is under /dicom-web
+    folder: Path
+    http_port: int
     dicom_port: int
     process: subprocess.Popen
 
+    @property
+    def url(self) -> str:
+        """The REST root; DICOMweb is under /dicom-web."""
+        return f"http://127.0.0.1:{self.http_port}"
+
     def stop(self) -> None:
         stop_group(self.process)
+
+    def restart(self) -> None:
+        """Stop Orthanc and start it again on the same storage and ports."""
+        self.stop()
+        self.process = _run(self.folder, self.url)
 
 
 def start(folder: Path, http_port: int, dicom_port: int, gateway_port: int) -> LocalOrthanc:
@@ -37,17 +48,22 @@ def start(folder: Path, http_port: int, dicom_port: int, gateway_port: int) -> L
                   DicomModalities={"clinassist": ["CLINASSIST", "127.0.0.1", gateway_port]})
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "orthanc.json").write_text(json.dumps(config))
-    with open(folder / "orthanc.log", "w") as log:
+    return LocalOrthanc(folder, http_port, dicom_port,
+                        _run(folder, f"http://127.0.0.1:{http_port}"))
+
+
+def _run(folder: Path, url: str) -> subprocess.Popen:
+    """Orthanc with `folder`'s configuration, once its REST API answers."""
+    with open(folder / "orthanc.log", "a") as log:
         process = subprocess.Popen(["Orthanc", str(folder / "orthanc.json")], stdout=log,
                                    stderr=subprocess.STDOUT, start_new_session=True)
-    orthanc = LocalOrthanc(f"http://127.0.0.1:{http_port}", dicom_port, process)
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline and process.poll() is None:
-        if _answers(orthanc.url + "/system"):
-            return orthanc
+        if _answers(url + "/system"):
+            return process
         time.sleep(0.2)
     if process.poll() is None:
-        orthanc.stop()
+        stop_group(process)
     raise ClinassistError(f"Orthanc did not start in {START_TIMEOUT_S} s; see "
                           f"{folder / 'orthanc.log'}")
 

@@ -9,9 +9,11 @@ local RADIOGRAPHY = { CR = true, DX = true }
 local GATEWAY_AET = 'CLINASSIST'
 
 function OnStoredInstance(instanceId, tags, metadata, origin)
-   local bodyPart = string.upper(tags['BodyPartExamined'] or 'CHEST')
+   -- The same filter as the gateway's catch-up (serving/gateway/catchup.py): CR or DX, body
+   -- part CHEST, absent or empty, not sent by the gateway.
+   local bodyPart = string.upper(tags['BodyPartExamined'] or '')
    if origin['RequestOrigin'] == 'DicomProtocol' and origin['RemoteAet'] ~= GATEWAY_AET
-      and RADIOGRAPHY[tags['Modality']] and bodyPart == 'CHEST' then
+      and RADIOGRAPHY[tags['Modality']] and (bodyPart == 'CHEST' or bodyPart == '') then
       RestApiPost('/modalities/clinassist/store',
                   DumpJson({ Resources = { instanceId }, Asynchronous = true }, true))
    end
