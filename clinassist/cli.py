@@ -132,10 +132,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from clinassist.config import REPO_ROOT, home_dir
 
+    from clinassist.serving.ops.home import check as check_home
     from clinassist.serving.security import UserStore
 
     home = home_dir()
     home.mkdir(parents=True, exist_ok=True)
+    check_home(home)  # a missing, locked or damaged database stops here, named, with its remedy
     if not any(user.revoked is None for user in UserStore(home).list()):
         print(f"clinassist: no active users in {home}; every API call will get 401 until you "
               "create one: clinassist users add --name NAME --role radiologist", file=sys.stderr)
@@ -220,6 +222,7 @@ def parser() -> argparse.ArgumentParser:
     from clinassist.serving.imaging.learning_cli import register as register_learning
     from clinassist.serving.gateway.cli import register as register_gateway
     from clinassist.serving.medication.cli import register as register_medication
+    from clinassist.serving.ops.cli import register as register_ops
     from clinassist.serving.security.cli import register as register_security
 
     register_security(commands)
@@ -227,6 +230,7 @@ def parser() -> argparse.ArgumentParser:
     register_gateway(commands)
     register_deid(commands)
     register_learning(commands)
+    register_ops(commands)
     return root
 
 

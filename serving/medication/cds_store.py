@@ -7,10 +7,10 @@ KB version) and the outcome, never a patient identifier.
 from __future__ import annotations
 
 import json
-import sqlite3
-import threading
 from datetime import datetime, timezone
 from pathlib import Path
+
+from clinassist.serving.security.database import Database
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS cards (uuid TEXT PRIMARY KEY, service TEXT NOT NULL,
@@ -27,29 +27,25 @@ def now() -> str:
 
 class CdsStore:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, check_same_thread=False)
-        self._db.executescript(SCHEMA)
-        self._lock = threading.Lock()
+        self._db = Database(path, SCHEMA)
 
     def issued(self, service: str, cards: list[tuple[str, dict]], kb_version: str) -> None:
         """Record each card's uuid with the alert it carried (ingredients, not patients)."""
-        with self._lock, self._db:
-            self._db.executemany("INSERT INTO cards VALUES (?, ?, ?, ?, ?)", [
+        with self._db.transaction() as db:
+            db.executemany("INSERT INTO cards VALUES (?, ?, ?, ?, ?)", [
                 (uuid, service, now(), json.dumps({k: alert[k] for k in (
                     "type", "severity", "ingredients", "evidence")}), kb_version)
                 for uuid, alert in cards])
 
     def known_cards(self, service: str, uuids: list[str]) -> set[str]:
         marks = ",".join("?" * len(uuids))
-        with self._lock:
-            rows = self._db.execute(f"SELECT uuid FROM cards WHERE service = ? AND uuid IN "
-                                    f"({marks})", (service, *uuids)).fetchall()
+        rows = self._db.query(f"SELECT uuid FROM cards WHERE service = ? AND uuid IN ({marks})",
+                              (service, *uuids)).fetchall()
         return {uuid for (uuid,) in rows}
 
     def feedback(self, service: str, items: list[dict]) -> None:
-        with self._lock, self._db:
-            self._db.executemany(
+        with self._db.transaction() as db:
+            db.executemany(
                 "INSERT INTO feedback (service, card, outcome, override_reason, "
                 "accepted_suggestions, outcome_at, received_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [(service, item["card"], item["outcome"],
@@ -59,6 +55,5 @@ class CdsStore:
 
     def feedback_rows(self) -> list[tuple]:
         """(service, card, outcome, override reason JSON) in arrival order."""
-        with self._lock:
-            return self._db.execute("SELECT service, card, outcome, override_reason FROM "
-                                    "feedback ORDER BY id").fetchall()
+        return [tuple(row) for row in self._db.query(
+            "SELECT service, card, outcome, override_reason FROM feedback ORDER BY id")]

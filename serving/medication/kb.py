@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 from dataclasses import dataclass
 from functools import cached_property
@@ -12,8 +11,10 @@ from pathlib import Path
 from clinassist.config import data_dir, home_dir
 from clinassist.serving.medication import kb_build
 from clinassist.serving.medication.severity import Severity
+from clinassist.serving.security import database
 
 KB_FILE = "kb.sqlite"
+REBUILD = "rebuild it with `clinassist kb build` (or restore the home from a backup)"
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ class KnowledgeBase:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+        self._db = database.connect(path, read_only=True, remedy=REBUILD)
         self._lock = threading.Lock()
 
     @classmethod

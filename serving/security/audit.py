@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from clinassist.serving.security import database
+from clinassist.serving.security.errors import SiteKeyError
 from clinassist.serving.security.fhir import audit_event
-from clinassist.serving.security.site_key import load_site_key, pseudonymise
+from clinassist.serving.security.site_key import KEY_FILE, load_site_key, pseudonymise
 
 AUDIT_DB = "audit.db"
 GENESIS_HASH = "0" * 64
@@ -80,9 +81,17 @@ class AuditTrail:
     """The audit table in `home/audit.db`, pseudonymising with the site key in `home`."""
 
     def __init__(self, home: Path) -> None:
+        """The trail and its key go together: either missing beside the other is lost state
+        (the database is created before the key, so a first start cut short is not)."""
         self.path = home / AUDIT_DB
+        key_path = home / KEY_FILE
+        self._db = database.Database(
+            self.path, SCHEMA, required_because=f"{key_path} shows this home kept an audit "
+            "trail (starting a new one would hide the loss)" if key_path.exists() else None)
+        if not key_path.exists() and self._db.query("SELECT 1 FROM audit_event").fetchone():
+            raise SiteKeyError(f"{key_path} is missing, but {self.path} holds pseudonyms made "
+                               f"with it (a new key would change every one): {database.RESTORE}")
         self._key = load_site_key(home)
-        self._db = database.Database(self.path, SCHEMA)
 
     def record(self, actor: str, role: str, action: str, resource: str, outcome: int | str,
                patient_ids: str | Iterable[str] = (), detail: str | None = None) -> AuditRecord:
@@ -122,13 +131,19 @@ class AuditTrail:
 
     def verify(self) -> VerifyResult:
         """Walk the chain from the genesis hash; report the first row that does not fit."""
-        previous_hash, expected_id = GENESIS_HASH, 1
-        for row in self._db.query("SELECT * FROM audit_event ORDER BY id"):
-            problem = _problem(row, expected_id, previous_hash)
-            if problem:
-                return VerifyResult(False, expected_id - 1, row["id"], problem, previous_hash)
-            previous_hash, expected_id = row["row_hash"], expected_id + 1
-        return VerifyResult(True, expected_id - 1, None, None, previous_hash)
+        return verify_chain(self._db.query("SELECT * FROM audit_event ORDER BY id"))
+
+
+def verify_chain(rows: Iterable[sqlite3.Row]) -> VerifyResult:
+    """Walk `rows` (all of them, by id) from the genesis hash; report the first that does not
+    fit. Also run on the copy of a trail in a backup, opened read-only."""
+    previous_hash, expected_id = GENESIS_HASH, 1
+    for row in rows:
+        problem = _problem(row, expected_id, previous_hash)
+        if problem:
+            return VerifyResult(False, expected_id - 1, row["id"], problem, previous_hash)
+        previous_hash, expected_id = row["row_hash"], expected_id + 1
+    return VerifyResult(True, expected_id - 1, None, None, previous_hash)
 
 
 def _outcome(outcome: int | str) -> str:
