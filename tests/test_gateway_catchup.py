@@ -175,7 +175,7 @@ def test_gateway_killed_during_catch_up(tmp_path, orthanc, processes):
 
 def test_the_filter_is_the_lua_routes():
     def instance(modality="CR", body_part="CHEST", sender="MODALITY"):
-        return StoredInstance("1.2.3", modality, body_part, sender, "P")
+        return StoredInstance(ComputedRadiographyImageStorage, "1.2.3", modality, body_part, sender)
 
     assert instance().routed("CLINASSIST")
     assert instance(modality="DX", body_part="").routed("CLINASSIST")

@@ -25,6 +25,7 @@ import httpx
 
 from clinassist.errors import ClinassistError
 from clinassist.serving.gateway.config import OrthancFeed
+from clinassist.serving.gateway.inspection import Refused, StoreStatus
 from clinassist.serving.gateway.intake import Intake
 from clinassist.serving.gateway.queue import QUEUE_DIR, JobQueue
 from clinassist.serving.security.database import Database
@@ -70,11 +71,11 @@ class ChangePage:
 class StoredInstance:
     """What Orthanc's index says of an instance: enough to decide whether it is routed."""
 
+    sop_class_uid: str
     sop_instance_uid: str
     modality: str
     body_part_examined: str
     remote_ae_title: str | None  # the AE title that sent it to Orthanc, if it came over DICOM
-    patient_id: str
 
     def routed(self, gateway_ae_title: str) -> bool:
         """The Lua route's filter: a CR or DX chest radiograph (body part CHEST or absent) that
@@ -110,9 +111,9 @@ class OrthancRest:
                               missing_ok=True)
         if tags is None or metadata is None:
             return None
-        return StoredInstance(str(tags.get("SOPInstanceUID", "")), str(tags.get("Modality", "")),
-                              str(tags.get("BodyPartExamined", "")), metadata.get("RemoteAET"),
-                              str(tags.get("PatientID", "")))
+        return StoredInstance(*(str(tags.get(keyword, "")) for keyword in (
+            "SOPClassUID", "SOPInstanceUID", "Modality", "BodyPartExamined")),
+            metadata.get("RemoteAET"))
 
     def file(self, resource_id: str) -> bytes | None:
         answer = self._client.get(f"/instances/{resource_id}/file")
@@ -182,7 +183,8 @@ class CatchUp:
             orthanc.close()
 
     def _step_logged(self, orthanc: OrthancRest, stop: threading.Event) -> Progress:
-        """`step`, logging when Orthanc stops or starts answering (not at every poll)."""
+        """`step`, logging when Orthanc stops or starts answering (not at every poll); any
+        failure is retried from the kept position after `poll_s`."""
         try:
             progress = self.step(orthanc, stop)
         except (httpx.HTTPError, OrthancError) as error:
@@ -190,6 +192,11 @@ class CatchUp:
                 log.warning("catch-up cannot read Orthanc at %s (%s); retrying every %g s",
                             self.feed.url, type(error).__name__, self.feed.poll_s)
             self._reachable = False
+            return Progress.CAUGHT_UP
+        except Refused:  # the queue could not store an instance (logged by the intake)
+            return Progress.CAUGHT_UP
+        except Exception:  # a fault of ours: keep following the log rather than stop
+            log.exception("catch-up step failed; retrying in %g s", self.feed.poll_s)
             return Progress.CAUGHT_UP
         if not self._reachable:
             log.info("catch-up reads Orthanc at %s again", self.feed.url)
@@ -228,5 +235,10 @@ class CatchUp:
                 or self.queue.knows(stored.sop_instance_uid)):
             return
         data = orthanc.file(change.resource_id)
-        if data is not None:
-            self.intake.admit(data, stored.sop_instance_uid, SOURCE, [stored.patient_id])
+        if data is None:
+            return
+        try:
+            self.intake.admit(data, stored.sop_class_uid, stored.sop_instance_uid, SOURCE)
+        except Refused as refused:  # logged and audited by the intake; the log moves on
+            if refused.status is StoreStatus.OUT_OF_RESOURCES:
+                raise  # try again from this change

@@ -4,20 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import signal
 import threading
-import warnings
 from pathlib import Path
 from typing import Any
 
 from clinassist.config import home_dir
+from clinassist.serving.gateway import logs
 from clinassist.serving.gateway.config import CONFIG_FILE, GatewayConfig
-
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-# Libraries that put identifiers in INFO lines (pynetdicom: UIDs; highdicom: study UIDs) or in
-# warnings (highdicom quotes person names it finds malformed).
-IDENTIFYING_LOGGERS = ("pynetdicom", "highdicom")
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -48,7 +42,7 @@ def load_config(args: argparse.Namespace) -> GatewayConfig:
 def cmd_serve(args: argparse.Namespace) -> int:
     from clinassist.serving.gateway.gateway import Gateway
 
-    configure_logging()
+    logs.configure()
     stopped = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stopped.set())
@@ -57,14 +51,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     stopped.wait()
     gateway.stop()
     return 0
-
-
-def configure_logging() -> None:
-    """INFO to stderr without patient identifiers: our lines name jobs, not patients."""
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
-    for name in IDENTIFYING_LOGGERS:
-        logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", category=UserWarning, module="highdicom")
 
 
 def cmd_status(args: argparse.Namespace) -> int:

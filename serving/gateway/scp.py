@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 
+from pydicom import Dataset
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
 from pynetdicom.sop_class import (ComputedRadiographyImageStorage,
                                   DigitalXRayImageStorageForPresentation,
@@ -15,13 +16,13 @@ from pynetdicom.sop_class import (ComputedRadiographyImageStorage,
 from pynetdicom.transport import ThreadedAssociationServer
 
 from clinassist.serving.gateway.config import GatewayConfig
+from clinassist.serving.gateway.inspection import Refused, StoreStatus
 from clinassist.serving.gateway.intake import Intake
 from clinassist.serving.security import AuditTrail
 
 log = logging.getLogger(__name__)
 RADIOGRAPH_STORAGE = (ComputedRadiographyImageStorage, DigitalXRayImageStorageForPresentation,
                       DigitalXRayImageStorageForProcessing)
-SUCCESS, OUT_OF_RESOURCES = 0x0000, 0xA700  # PS3.4 Table B.2-1
 
 
 class StorageSCP:
@@ -42,22 +43,27 @@ class StorageSCP:
             ae.add_supported_context(sop_class, ALL_TRANSFER_SYNTAXES)
         self._server = ae.start_server(
             (self.config.host, self.config.port), block=False,
-            evt_handlers=[(evt.EVT_C_ECHO, lambda event: SUCCESS),
+            evt_handlers=[(evt.EVT_C_ECHO, lambda event: StoreStatus.SUCCESS),
                           (evt.EVT_C_STORE, self._store), (evt.EVT_REJECTED, self._rejected)])
 
     def stop(self) -> None:
         if self._server is not None:
             self._server.shutdown()
 
-    def _store(self, event: evt.Event) -> int:
+    def _store(self, event: evt.Event) -> int | Dataset:
+        """Success once the instance is durable; else a failure status with its error comment.
+        Whatever the bytes, the sender gets an answer and the association stays up."""
         calling = event.assoc.requestor.ae_title
         try:
-            self.intake.admit(event.encoded_dataset(), str(event.request.AffectedSOPInstanceUID),
-                              calling, _patient_ids(event))
-        except Exception as error:  # disk full, database locked: the sender must retry
-            log.error("could not queue an instance from %s (%s)", calling, type(error).__name__)
-            return OUT_OF_RESOURCES
-        return SUCCESS
+            self.intake.admit(event.encoded_dataset(), str(event.request.AffectedSOPClassUID),
+                              str(event.request.AffectedSOPInstanceUID), calling)
+        except Refused as refused:
+            return _status(refused.status, refused.comment)
+        except Exception:  # a fault of ours, not the sender's: logged, answered, never a crash
+            log.exception("a C-STORE from %s could not be inspected", calling)
+            return _status(StoreStatus.CANNOT_UNDERSTAND, "the gateway could not inspect it; "
+                           "see its log")
+        return StoreStatus.SUCCESS
 
     def _rejected(self, event: evt.Event) -> None:
         request = event.assoc.requestor.primitive
@@ -69,10 +75,9 @@ class StorageSCP:
                           resource="association", outcome="failure", detail=refused)
 
 
-def _patient_ids(event: evt.Event) -> list[str]:
-    """The instance's PatientID, if its header can be read (triage reports it otherwise)."""
-    try:
-        patient_id = str(event.dataset.get("PatientID", ""))
-    except Exception:
-        return []
-    return [patient_id] if patient_id else []
+def _status(status: StoreStatus, comment: str) -> Dataset:
+    """A C-STORE response status with its Error Comment (0000,0902)."""
+    answer = Dataset()
+    answer.Status = int(status)
+    answer.ErrorComment = comment
+    return answer

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import traceback
 from collections.abc import Sequence
 from dataclasses import replace
 from io import BytesIO
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from pydicom import Dataset, dcmread
 
+from clinassist.errors import ClinassistError
 from clinassist.serving.dicom import DicomRejection, build_sr
 from clinassist.serving.gateway.config import Destination, WebhookDestination, parse_destination
 from clinassist.serving.gateway.fhir import triage_report
@@ -135,5 +137,11 @@ class Worker:
 
 
 def _describe(error: Exception) -> str:
-    """What went wrong, kept in the queue for `gateway status` (never logged)."""
-    return f"{type(error).__name__}: {error}"[:300]
+    """What went wrong, kept in the queue for `gateway status` and the admin API: our own
+    errors' messages name no patient; a library's may quote a value of the data set, so only
+    its type and where it was raised are kept."""
+    if isinstance(error, ClinassistError):
+        return f"{type(error).__name__}: {error}"[:300]
+    place = traceback.extract_tb(error.__traceback__)[-1] if error.__traceback__ else None
+    where = f" at {Path(place.filename).name}:{place.lineno}" if place else ""
+    return f"{type(error).__name__}{where} (message withheld: it may quote patient data)"
