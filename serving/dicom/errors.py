@@ -9,6 +9,7 @@ from clinassist.errors import ClinassistError
 RejectionCode = Literal[
     "not-dicom", "truncated", "corrupt-header", "too-large", "unsupported-transfer-syntax",
     "multi-frame", "colour", "bits-stored", "missing-pixel-data", "corrupt-pixel-data",
+    "missing-identifiers", "unknown-sop-class", "not-an-image",
 ]
 
 HTTP_STATUS: dict[str, int] = {
@@ -23,6 +24,9 @@ HTTP_STATUS: dict[str, int] = {
     "bits-stored": 422,
     "missing-pixel-data": 422,
     "corrupt-pixel-data": 422,
+    "missing-identifiers": 422,
+    "unknown-sop-class": 422,
+    "not-an-image": 422,
 }
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import struct
 from dataclasses import dataclass
 
 import numpy as np
@@ -153,12 +154,16 @@ def radiograph_pixels(ds: Dataset) -> np.ndarray:
     except Exception as exc:  # each codec raises its own types on a damaged stream
         raise DicomRejection("corrupt-pixel-data", "The pixel data cannot be decoded (damaged or "
                              "not matching its header); re-export the image from the PACS.") from exc
+    if stored.shape != (ds.Rows, ds.Columns):  # pydicom returns whole frames beyond the first
+        raise DicomRejection("corrupt-pixel-data", "The pixel data holds more values than one "
+                             "Rows x Columns frame; re-export the image from the PACS.")
     try:
         values = _modality_lut(stored, ds)
         if not np.isfinite(values).all():
             raise ValueError("Rescale Slope or Intercept is not a finite number")
         display = _voi_lut(values, ds)
-    except (AttributeError, IndexError, KeyError, TypeError, ValueError, NotImplementedError) as exc:
+    except (AttributeError, IndexError, KeyError, TypeError, ValueError, NotImplementedError,
+            struct.error) as exc:  # struct: LUT Data shorter than its LUT Descriptor says
         raise DicomRejection("corrupt-header", "The Modality LUT or VOI LUT attributes are "
                              "malformed, so the image cannot be shown as intended; re-export it "
                              "from the modality or PACS.") from exc

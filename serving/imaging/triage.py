@@ -19,6 +19,7 @@ from clinassist.bundle import Bundle, read_metadata
 from clinassist.errors import ClinassistError
 from clinassist.serving.dicom import (Finding, Limits, TriageResult, build_secondary_capture, build_sr,
                            check_header, radiograph_pixels, read_instance)
+from clinassist.serving.dicom.referable import check_referable
 
 Inference = dict[str, object]
 Infer = Callable[[list[np.ndarray]], Awaitable[list[Inference]]]
@@ -134,6 +135,7 @@ class Pipeline:
         """Raises `DicomRejection` for input that is not a usable DICOM instance."""
         clock = Stopwatch()
         source = read_instance(data, self.limits)
+        check_referable(source)  # before any work: the SR and SC are filed and cite it
         findings = check_header(source)
         pixels = radiograph_pixels(source)
         clock.lap("decode")
