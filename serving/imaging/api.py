@@ -5,12 +5,14 @@ from __future__ import annotations
 import base64
 
 from python_multipart.multipart import MultipartParser, parse_options_header
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from clinassist.serving.dicom import DicomRejection
 from clinassist.serving.http_body import BodyTooLarge, read_capped
 from clinassist.serving.imaging.results_store import dicom_bytes
+from clinassist.serving.imaging.monitoring_metrics import record_triage
 from clinassist.serving.imaging.triage import ModelBusy
 
 DICOM_TYPE = "application/dicom"
@@ -89,6 +91,7 @@ async def triage_one(request: Request, data: bytes, include: set[str]) -> tuple[
     objects = {"sr": dicom_bytes(outcome.sr), "sc": dicom_bytes(outcome.sc)}
     summary = outcome.summary()
     result_id = store.save(summary, objects)
+    await run_in_threadpool(record_triage, request.app.state, summary, result_id, outcome.source)
     body = {"id": result_id, **summary,
             "objects": {kind: f"/v1/imaging/results/{result_id}/{kind}" for kind in OBJECT_KINDS}}
     for kind in include & set(OBJECT_KINDS):

@@ -23,6 +23,7 @@ from starlette.responses import JSONResponse
 from clinassist.config import home_dir
 from clinassist.serving.http_body import BodyTooLarge, read_capped
 from clinassist.serving.imaging.feedback import FeedbackStore, Reading
+from clinassist.serving.imaging.monitoring_metrics import service_monitor
 from clinassist.serving.security import Route
 
 PATH = r"/v1/imaging/results/[0-9a-f]{32}/feedback"
@@ -102,6 +103,7 @@ async def post_feedback(request: Request, result_id: str) -> JSONResponse:
     store = await run_in_threadpool(shared_store, request)
     added, supersedes = await run_in_threadpool(store.add, result, parsed.reading, parsed.reason,
                                                 request.state.principal.name)
+    await run_in_threadpool(service_monitor(request.app.state).feedback_recorded, added)
     return JSONResponse({**added.public(), "supersedes": supersedes}, status_code=201)
 
 
