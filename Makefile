@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export PIP_CONSTRAINT := $(CURDIR)/constraints.txt
 export CLINASSIST_DATA ?= $(abspath $(CURDIR)/../shared/datasets)
 
-.PHONY: run test install system-packages
+.PHONY: run test install system-packages bento
 
 install: $(STAMP)
 
@@ -20,6 +20,11 @@ $(STAMP): pyproject.toml constraints.txt
 # (without it the gateway says what to write and exits; the services keep running).
 run: $(STAMP)
 	@trap 'kill 0' INT TERM EXIT; $(BIN)/clinassist gateway serve & $(BIN)/clinassist serve
+
+# The Bento of the services (bentofile.yaml) into $BENTOML_HOME (default ~/bentoml), offline;
+# `bentoml containerize clinassist:latest` then builds the image deploy/ runs (README, "Scaling out").
+bento: $(STAMP)
+	$(BIN)/python deploy/build_bento.py
 
 # Debian packages the tests start or call: dciodvfy (dicom3tools) validates the DICOM objects
 # the service writes; Orthanc is the PACS of the integration tests; dcmtk's storescu feeds it.
