@@ -1,11 +1,14 @@
 """The Bento (bentofile.yaml, built by deploy/build_bento.py), built offline into a temporary
-BENTOML_HOME and served from the built Bento with `bentoml serve`, never from the checkout
-(working directory outside it; clinassist imported from the Bento's copy). The server is stopped
-by signalling it alone, and must take all its processes with it."""
+BENTOML_HOME and served from the built Bento, never from the checkout (working directories outside
+it; clinassist imported from the Bento's copy): once with `bentoml serve`, once as deploy/ runs it
+(triage-model alone, the API calling it over HTTP, the gateway sharing the API's home), each
+process started with its manifest's arguments and environment. Every server is stopped by
+signalling it alone, and must take all its processes with it."""
 
 from __future__ import annotations
 
 import io
+import json
 import os
 import signal
 import socket
@@ -22,10 +25,12 @@ import pydicom
 import pytest
 from packaging.requirements import Requirement
 
+import deploy_manifests
 from clinassist.bundle import file_sha256, read_metadata
+from clinassist.config import data_dir
 from dicom_fixtures import real_cr
 from service_process import free_port
-from test_gateway_support import wait_for
+from test_gateway_support import SUCCESS, echo, send, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILD_SCRIPT = ROOT / "deploy" / "build_bento.py"
@@ -35,6 +40,7 @@ TRIAGE = "/v1/imaging/triage"
 # Besides its source and the bundles a Bento holds BentoML's few kB of metadata; more than this
 # means something that is not served (data, plots, a virtual environment) got in.
 OVERHEAD_MAX_BYTES = 2 * 1024 * 1024
+SAME_MODEL_BOUND = 1e-5  # |p(gateway, in-process) - p(API -> triage-model)|, the same ONNX files
 # Package data that the Bento leaves out on purpose (bentofile.yaml `exclude`).
 NOT_SERVED = {"clinassist.serving.gateway.orthanc"}
 
@@ -227,3 +233,92 @@ def test_bentoml_serve_from_the_bento_triages_the_real_cr(bento, servers, tmp_pa
     assert server.stop() == [], server.log_tail()
     assert server.process.returncode == 0 and not listening(port)
     assert bento.files() == contents  # state went to CLINASSIST_HOME, nothing into the Bento
+
+
+def local_args(args: list[str], port: int, depends: dict[str, str]) -> list[str]:
+    """A manifest's arguments on loopback: this port, and the dependencies' local URLs."""
+    local = list(args)
+    for i, arg in enumerate(args[:-1]):
+        if arg == "--host":
+            local[i + 1] = "127.0.0.1"
+        elif arg == "--port":
+            local[i + 1] = str(port)
+        elif arg == "--depends":
+            name = args[i + 1].split("=", 1)[0]
+            local[i + 1] = f"{name}={depends[name]}"
+    return local
+
+
+def container_env(manifests, workload: str, bento: Bento, home: Path) -> dict[str, str]:
+    """The workload's variables, with the volumes' paths in the container replaced by ours."""
+    variables = manifests.environment(workload)
+    local = {"CLINASSIST_HOME": str(home), "CLINASSIST_DATA": str(data_dir())}
+    return offline(bento.bentoml_home, **{name: local.get(name, value)
+                                         for name, value in variables.items()})
+
+
+def start_bento_service(manifests, workload: str, bento: Bento, home: Path, logs: Path,
+                        port: int, depends: dict[str, str] | None = None) -> Server:
+    """The container's command as the image's entrypoint runs `start-http-server ...`."""
+    args = local_args(manifests.container(workload)["args"], port, depends or {})
+    return Server(workload, [sys.executable, "-m", "bentoml_cli._internal.start", *args,
+                             str(bento.path)], cwd=logs,
+                  env=container_env(manifests, workload, bento, home), logs=logs)
+
+
+def test_the_deploy_manifests_run_from_the_bento(bento, servers, tmp_path):
+    manifests = deploy_manifests.load()
+    entrypoint = (bento.path / "env" / "docker" / "entrypoint.sh").read_text()
+    assert 'python -m bentoml_cli._internal.start "${@:1}" "$BENTO_PATH"' in entrypoint
+
+    contents = bento.files()
+    home = tmp_path / "home"
+    key = add_user(bento, home)
+    settings = json.loads(manifests.get("ConfigMap", "clinassist-gateway")["data"]["gateway.json"])
+    settings.update(host="127.0.0.1", port=free_port(), destinations=[])  # no PACS here
+    (home / "gateway.json").write_text(json.dumps(settings))
+    calling, called = settings["allowed_calling_ae_titles"][0], settings["ae_title"]
+
+    model_port, api_port = free_port(), free_port()
+    model = start_bento_service(manifests, "triage-model", bento, home, tmp_path, model_port)
+    api = start_bento_service(manifests, "clinassist", bento, home, tmp_path, api_port,
+                              depends={"triage-model": f"http://127.0.0.1:{model_port}"})
+    gateway_args = manifests.container("clinassist-gateway")["args"]
+    assert gateway_args[0] == "python"
+    gateway = Server("clinassist-gateway", [sys.executable, *gateway_args[1:]], cwd=bento.src,
+                     env=container_env(manifests, "clinassist-gateway", bento, home),
+                     logs=tmp_path)
+    servers.extend([model, api, gateway])
+    model.wait_until(lambda: ready(f"http://127.0.0.1:{model_port}"), "triage-model /readyz")
+    api_url = f"http://127.0.0.1:{api_port}"
+    api.wait_until(lambda: ready(api_url), "the API's /readyz")
+    gateway.wait_until(lambda: echo(settings["port"], calling, called) == SUCCESS,
+                       "the gateway to answer C-ECHO")
+    with socket.create_connection(("127.0.0.1", settings["port"])):
+        pass  # what the gateway's tcpSocket probes do; the SCP must carry on
+    assert echo(settings["port"], calling, called) == SUCCESS
+
+    answer = triage(api_url, key)
+    assert_scored_by_the_committed_bundle(answer)
+    assert "path=/infer" in model.log.read_text()  # scored by the separate model service
+
+    instance = pydicom.dcmread(io.BytesIO(real_cr()))
+    assert send(settings["port"], [instance], calling, called) == [SUCCESS]
+    headers = {"Authorization": f"Bearer {key}"}
+
+    def listed() -> dict | None:
+        studies = httpx.get(api_url + "/v1/worklist", headers=headers, timeout=30).json()
+        return next((s for s in studies["studies"]
+                     if s["study_instance_uid"] == instance.StudyInstanceUID), None)
+
+    entry = wait_for(listed, 60, "the gateway's study on the API's worklist")
+    assert entry["priority"] == answer["flag"]
+    assert abs(entry["probability"] - answer["probability"]) <= SAME_MODEL_BOUND
+    result = httpx.get(f"{api_url}/v1/imaging/results/{entry['result_id']}", headers=headers,
+                       timeout=30)
+    assert result.status_code == 200, result.text
+
+    for server, port in ((gateway, settings["port"]), (api, api_port), (model, model_port)):
+        assert server.stop() == [], server.log_tail()
+        assert not listening(port), server.name
+    assert bento.files() == contents
