@@ -76,12 +76,17 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset, run: Path, cfg: 
                       data_collator=collate, compute_metrics=compute_metrics)
     checkpoint = latest_checkpoint(run) if resume else None
     trainer.train(resume_from_checkpoint=checkpoint)
-    record_session(run, checkpoint, trainer.state.global_step)
-    final = run / "final"
-    final.mkdir(exist_ok=True)
-    save_file(trainer.model.state_dict(), str(final / "model.safetensors"))
-    (final / "config.yaml").write_text((run / "config.yaml").read_text())
-    (run / "history.json").write_text(json.dumps(trainer.state.log_history, indent=1))
+    # Under accelerate or torchrun every process gets here holding the same weights: one writes
+    # the run (else sessions.json records each session once per process), and the others wait
+    # for it before they read final/ (the CLI calibrates next).
+    if trainer.is_world_process_zero():
+        record_session(run, checkpoint, trainer.state.global_step)
+        final = run / "final"
+        final.mkdir(exist_ok=True)
+        save_file(trainer.model.state_dict(), str(final / "model.safetensors"))
+        (final / "config.yaml").write_text((run / "config.yaml").read_text())
+        (run / "history.json").write_text(json.dumps(trainer.state.log_history, indent=1))
+    trainer.accelerator.wait_for_everyone()
     return trainer.model
 
 
