@@ -40,7 +40,10 @@ from clinassist.errors import ClinassistError
 from clinassist.serving.deid import DeidError, Deidentifier
 from clinassist.serving.deid.files import REPORT_COLUMNS, REPORT_FILE, write_instance
 from clinassist.serving.dicom import DicomRejection, radiograph_pixels
-from clinassist.serving.dicom.header_qc import _age_years
+try:  # the header's age in years: public once per-population operating points land
+    from clinassist.serving.dicom.header_qc import patient_age_years
+except ImportError:
+    from clinassist.serving.dicom.header_qc import _age_years as patient_age_years
 from clinassist.serving.imaging.feedback import Feedback, FeedbackStore, Reading
 
 MANIFEST, SUMS, CARD = "manifest.csv", "SHA256SUMS", "DATA_CARD.md"
@@ -66,7 +69,7 @@ class ExportSummary:
 
 
 def age_band(ds: pydicom.Dataset) -> str:
-    years = _age_years(ds)
+    years = patient_age_years(ds)
     if years is None:
         return "unknown"
     return next((band for limit, band in AGE_BANDS if years < limit), OLDEST_BAND)
