@@ -227,7 +227,8 @@ def test_bentoml_serve_from_the_bento_triages_the_real_cr(bento, servers, tmp_pa
     source = pydicom.dcmread(io.BytesIO(real_cr()), stop_before_pixels=True)
     report = pydicom.dcmread(io.BytesIO(sr.content))
     assert report.Modality == "SR" and report.StudyInstanceUID == source.StudyInstanceUID
-    print(f"\nBento answer: probability {answer['probability']:.4f}, flag {answer['flag']}, "
+    print(f"\nBento answer ({answer['model']['name']} {answer['model']['version']}): "
+          f"probability {answer['probability']:.4f}, flag {answer['flag']}, "
           f"threshold {answer['threshold']}, {answer['timings_ms']['total']:.0f} ms")
 
     assert server.stop() == [], server.log_tail()
