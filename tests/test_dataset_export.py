@@ -53,7 +53,8 @@ def exported(tmp_path_factory):
     studies = [
         study("chen", "SITE-PATIENT-000042", "Chenoweth^Meiling", "19610214", PatientAge="063Y",
               PatientSex="F", ViewPosition="AP"),
-        study("okafor", "SITE-PATIENT-000077", "Okafor-Nwosu^Chidiebere", "19880730", PatientSex="M"),
+        study("okafor", "SITE-PATIENT-000077", "Okafor-Nwosu^Chidiebere", "19880730",
+              PatientSex="M"),
         study("chen-again", "SITE-PATIENT-000042", "Chenoweth^Meiling", "19610214",
               PatientAge="063Y", PatientSex="F"),
         study("unreadable", "SITE-PATIENT-000099", "Silvestre^Anabela", "19500101"),

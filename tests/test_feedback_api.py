@@ -109,7 +109,8 @@ def test_without_credentials_the_answer_is_401_and_audited(service, result):
 
 
 def test_ml_engineers_may_read_the_feedback(service, result):
-    response = httpx.get(feedback_url(service, result["id"]), headers=service.headers("ml_engineer"))
+    response = httpx.get(feedback_url(service, result["id"]),
+                         headers=service.headers("ml_engineer"))
     assert response.status_code == 200 and response.json()["history"]
 
 

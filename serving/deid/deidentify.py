@@ -53,7 +53,8 @@ ELEMENT_SEPARATOR = re.compile(r"[\\^=]")
 
 @dataclass(frozen=True)
 class Region:
-    """A rectangle of pixels to blank: columns `left` to `right`, rows `top` to `bottom` (exclusive)."""
+    """A rectangle of pixels to blank: columns `left` to `right`, rows `top` to `bottom`
+    (right and bottom exclusive)."""
 
     left: int
     top: int
