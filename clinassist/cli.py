@@ -13,12 +13,14 @@ from pathlib import Path
 from clinassist.bundle import Bundle
 from clinassist.config import bundle_dir
 from clinassist.errors import ClinassistError
+from clinassist.processes import Program, supervise
 
 BUNDLES = {"cxr": "cxr_pneumonia", "qc": "qc_radiograph", "ddi": "ddi_drugbank86"}
 CONFIGS = {"cxr": "cxr_pneumonia.yaml", "qc": "qc.yaml", "ddi": "ddi.yaml"}
 MODEL_HELP = ("cxr: pneumonia triage; qc: pixel quality control; "
               "ddi: drug-interaction type (DrugBank-86)")
 CONFIG_DIR = Path(__file__).resolve().parent / "training" / "configs"
+IN_FLIGHT_GRACE_S = 5  # `serve` lets requests in flight finish this long after SIGTERM
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -38,13 +40,12 @@ def cmd_train(args: argparse.Namespace) -> None:
     from clinassist.training.cxr_export import calibrate
     from clinassist.training.cxr_train import train
 
-    run = train(config, output, resume=args.resume, limit=args.limit, epochs=args.epochs)
+    run = train(config, output, resume=args.resume, limit=args.limit, epochs=args.epochs,
+                init_from=args.init_from, init_member=args.init_member)
     print(json.dumps(calibrate([run]), indent=2))
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    if args.model == "site":
-        return cmd_calibrate_site(args)
     from clinassist.training.cxr_export import calibrate
 
     print(json.dumps(calibrate(args.run or [Path("runs/cxr")]), indent=2))
@@ -126,9 +127,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """Run the BentoML service in the foreground, offline, with its state in CLINASSIST_HOME."""
+    """Run the BentoML service (and with --gateway the DICOM gateway, when configured) in the
+    foreground, offline, with its state in CLINASSIST_HOME, until SIGTERM or SIGINT stops all."""
     import os
-    import subprocess
 
     from clinassist.config import REPO_ROOT, home_dir
 
@@ -144,8 +145,27 @@ def cmd_serve(args: argparse.Namespace) -> int:
     env = {**os.environ, "BENTOML_DO_NOT_TRACK": "true", "BENTOML_HOME": str(home / "bentoml"),
            "CLINASSIST_HOME": str(home)}
     command = [sys.executable, "-m", "bentoml", "serve", "clinassist.serving.service:Clinassist",
-               "--host", args.host, "--port", str(args.port), "--working-dir", str(REPO_ROOT)]
-    return subprocess.call(command, env=env, cwd=home)
+               "--host", args.host, "--port", str(args.port), "--working-dir", str(REPO_ROOT),
+               "--timeout-graceful-shutdown", str(IN_FLIGHT_GRACE_S)]
+    programs = [Program("serve", command, env, home)]
+    if args.gateway:
+        programs += gateway_programs(home)
+    return supervise(programs)
+
+
+def gateway_programs(home: Path) -> list[Program]:
+    """`clinassist gateway serve` when `home` configures a gateway; it may stop on its own."""
+    import os
+
+    from clinassist.serving.gateway.config import CONFIG_FILE
+
+    if not (home / CONFIG_FILE).exists():
+        print(f"clinassist: no {home / CONFIG_FILE}, so no DICOM gateway; serving HTTP only",
+              file=sys.stderr)
+        return []
+    command = [sys.executable, "-m", "clinassist", "gateway", "serve"]
+    return [Program("gateway", command, {**os.environ, "CLINASSIST_HOME": str(home)}, home,
+                    required=False)]
 
 
 def add_model_argument(parser: argparse.ArgumentParser, choices=tuple(BUNDLES)) -> None:
@@ -166,24 +186,32 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("--limit", type=int, help="train on this many items (smoke runs)")
     train.add_argument("--split", choices=("s1", "s2", "s3"),
                        help="ddi: train one split only (default: all three)")
+    train.add_argument("--init-from", type=Path,
+                       help="cxr: start from this run's weights, or from a bundle's member "
+                            "(its architecture is taken too)")
+    train.add_argument("--init-member", type=int, default=0,
+                       help="cxr: which member of an ensemble bundle --init-from names")
     train.set_defaults(func=cmd_train)
 
     cal = commands.add_parser(
         "calibrate", help="cxr: fit temperature and threshold per population on validation; "
                           "site: fit them on this imaging centre's labelled studies")
-    cal.add_argument("model", choices=("cxr", "site"),
-                     help="cxr: a trained run; site: a site overlay of the cxr bundle")
-    cal.add_argument("--run", type=Path, action="append",
-                     help="cxr: run directory, repeated for an ensemble (default: runs/cxr)")
-    cal.add_argument("--labels", type=Path,
-                     help="site: CSV with columns sop_instance_uid,label (pneumonia or normal)")
-    cal.add_argument("inputs", type=Path, nargs="*",
-                     help="site: the labelled studies' DICOM files or folders")
-    cal.add_argument("--show", action="store_true", help="site: print the overlay in force")
-    cal.add_argument("--remove", action="store_true",
-                     help="site: stop using the site overlay (its versions stay on file)")
-    cal.add_argument("--json", action="store_true", help="site: print the overlay as JSON")
-    cal.set_defaults(func=cmd_calibrate)
+    targets = cal.add_subparsers(dest="model", required=True)
+    cal_cxr = targets.add_parser("cxr", help="fit a trained run's points on validation")
+    cal_cxr.add_argument("--run", type=Path, action="append",
+                         help="run directory, repeated for an ensemble (default: runs/cxr)")
+    cal_cxr.set_defaults(func=cmd_calibrate)
+    cal_site = targets.add_parser(
+        "site", help="fit a site overlay of the cxr bundle on the site's labelled studies")
+    cal_site.add_argument("inputs", type=Path, nargs="*",
+                          help="the labelled studies' DICOM files or folders")
+    cal_site.add_argument("--labels", type=Path,
+                          help="CSV with columns sop_instance_uid,label (pneumonia or normal)")
+    cal_site.add_argument("--show", action="store_true", help="print the overlay in force")
+    cal_site.add_argument("--remove", action="store_true",
+                          help="stop using the site overlay (its versions stay on file)")
+    cal_site.add_argument("--json", action="store_true", help="print the overlay as JSON")
+    cal_site.set_defaults(func=cmd_calibrate_site)
 
     compare = commands.add_parser(
         "compare", help="rank each run and every ensemble of runs on validation NLL")
@@ -216,6 +244,8 @@ def parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the HTTP services with the bundled models")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=3000)
+    serve.add_argument("--gateway", action="store_true",
+                       help="also run the DICOM gateway when CLINASSIST_HOME/gateway.json exists")
     serve.set_defaults(func=cmd_serve)
 
     from clinassist.serving.deid.cli import register as register_deid

@@ -49,7 +49,7 @@ def test_each_role_holds_exactly_its_listed_permissions():
                                                   "imaging:feedback", "worklist:read"}
     assert ROLE_PERMISSIONS[Role.PHARMACIST] == {"medication:review", "cds:invoke",
                                                  "cds:feedback"}
-    assert ROLE_PERMISSIONS[Role.ML_ENGINEER] == {"models:read", "imaging:results"}
+    assert ROLE_PERMISSIONS[Role.ML_ENGINEER] == {"models:read", "models:manage", "imaging:results"}
     assert ROLE_PERMISSIONS[Role.GATEWAY] == {"imaging:triage", "imaging:results",
                                               "worklist:read"}
     assert ROLE_PERMISSIONS[Role.ADMIN] == set(Permission)

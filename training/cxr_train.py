@@ -21,7 +21,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 from torch.utils.data import Dataset
 
-from clinassist.training import cxr_data, nih_adult_data
+from clinassist.training import cxr_data, cxr_init, nih_adult_data
 from clinassist.training.cxr_model import CxrNet
 from clinassist.training.cxr_populations import ADULT, PAEDIATRIC
 from clinassist.training.trainer import fit, load_config, load_weights, run_config
@@ -187,16 +187,32 @@ def balanced_pos_weight(targets: np.ndarray) -> float:
 
 
 def build_net(cfg: dict, pos_weight: float = 1.0) -> CxrNet:
-    return CxrNet(cfg["image_size"], tuple(cfg["widths"]), pos_weight=pos_weight,
-                  max_pool=cfg.get("max_pool", False))
+    net = CxrNet(cfg["image_size"], tuple(cfg["widths"]), pos_weight=pos_weight,
+                 max_pool=cfg.get("max_pool", False))
+    if cfg.get("folded_batch_norms"):  # fine-tuned from a bundle member (see cxr_init)
+        from clinassist.training.onnx_export import fold_batch_norms
+
+        fold_batch_norms(net.eval()).train()
+    return net
 
 
 def train(config_path: Path | str, output: Path, resume: bool = False,
-          limit: int | None = None, epochs: float | None = None) -> Path:
-    """Train and write `output/final/model.safetensors` plus `config.yaml`; return the run dir."""
-    cfg = run_config(config_path, output, resume, epochs)
+          limit: int | None = None, epochs: float | None = None,
+          init_from: Path | None = None, init_member: int = 0) -> Path:
+    """Train and write `output/final/model.safetensors` plus `config.yaml`; return the run dir.
+
+    With `init_from` (a run, or a bundle and one of its members), training starts from those
+    weights and takes their architecture; the config records where it started."""
+    overrides = {}
+    if init_from is not None:
+        overrides = {**cxr_init.source_config(init_from, init_member),
+                     "init_from": str(init_from), "init_member": init_member}
+    cfg = run_config(config_path, output, resume, epochs, overrides)
     data = prepare_data(cfg, limit)
     net = build_net(cfg, pos_weight=balanced_pos_weight(data.train.targets))
+    if cfg.get("init_from") and not resume:
+        net.load_state_dict(cxr_init.initial_state(Path(cfg["init_from"]), net,
+                                                   cfg.get("init_member", 0)))
     fit(net, data.train, data.val, output, cfg, resume, population_metrics(data.val_groups))
     return output
 

@@ -18,11 +18,16 @@ def load_config(path: Path | str) -> dict:
     return yaml.safe_load(Path(path).read_text())
 
 
-def run_config(config_path: Path | str, run: Path, resume: bool, epochs: float | None) -> dict:
-    """The run's configuration: the saved one when resuming, else the file; saved into the run."""
+def run_config(config_path: Path | str, run: Path, resume: bool, epochs: float | None,
+               overrides: dict | None = None) -> dict:
+    """The run's configuration: the saved one when resuming, else the file with `overrides`;
+    saved into the run."""
     run.mkdir(parents=True, exist_ok=True)
     saved = run / "config.yaml"
-    cfg = load_config(saved if resume and saved.exists() else config_path)
+    resuming = resume and saved.exists()
+    cfg = load_config(saved if resuming else config_path)
+    if not resuming:
+        cfg.update(overrides or {})
     if epochs is not None:
         cfg["epochs"] = epochs
     saved.write_text(yaml.safe_dump(cfg, sort_keys=False))
