@@ -75,7 +75,7 @@ class TriageModel:
     @bentoml.api(batchable=MAX_BATCH_SIZE > 1, max_batch_size=max(MAX_BATCH_SIZE, 2),
                  max_latency_ms=MAX_LATENCY_MS)
     def infer(self, images: list[np.ndarray]) -> list[dict]:
-        return [{"probability": out["probability"], "cam": np.asarray(out["cam"]).tolist(),
+        return [{"logit": out["logit"], "cam": np.asarray(out["cam"]).tolist(),
                  "qc": np.asarray(out["qc"]).tolist(), "batch_size": out["batch_size"]}
                 for out in self.models.infer(images)]
 
@@ -86,7 +86,7 @@ class Clinassist:
     model = bentoml.depends(TriageModel)
 
     def __init__(self) -> None:
-        api.state.pipeline = Pipeline(describe_bundles(), self.infer)
+        api.state.pipeline = Pipeline(describe_bundles(home_dir()), self.infer)
         api.state.results = ResultStore(home_dir() / "results")
 
     async def infer(self, images: list[np.ndarray]) -> list[dict]:

@@ -17,6 +17,7 @@ PRESENCE = {True: codes.SCT.Present, False: codes.SCT.Absent}
 PROBABILITY = codes.DCM.Probability
 PROBABILITY_UNIT = CodedConcept("{probability}", "UCUM", "probability")
 DECISION_THRESHOLD = CodedConcept("DECISION-THRESH", LOCAL, "Decision threshold")
+OPERATING_POINT = CodedConcept("OPERATING-POINT", LOCAL, "Operating point")
 
 TRIAGE_PRIORITY = CodedConcept("TRIAGE-PRIORITY", LOCAL, "Triage priority")
 STUDY_PRIORITY = CodedConcept("STUDY-PRIORITY", LOCAL, "Study worklist priority")

@@ -22,7 +22,6 @@ MODALITIES = ("CR", "DX")
 SOP_CLASSES = (ComputedRadiographyImageStorage, DigitalXRayImageStorageForPresentation,
                DigitalXRayImageStorageForProcessing)
 FRONTAL_VIEWS = ("AP", "PA")
-ADULT_AFTER_YEARS = 17
 AGE_UNIT_YEARS = {"D": 1 / 365.25, "W": 7 / 365.25, "M": 1 / 12, "Y": 1.0}  # PS3.5 AS
 
 
@@ -125,15 +124,7 @@ def _identifiers(ds: Dataset) -> Finding | None:
                    "be filed with its study; re-export the image from the PACS.", True)
 
 
-def _population(ds: Dataset) -> Finding | None:
-    age = _age_years(ds)
-    if age is None or age <= ADULT_AFTER_YEARS:
-        return None
-    return Finding("population", "The patient is an adult; the model was trained on radiographs of "
-                   "children aged 1 to 5 years, so its score may be less reliable.", False)
-
-
-def _age_years(ds: Dataset) -> float | None:
+def patient_age_years(ds: Dataset) -> float | None:
     """Patient's Age (nnnD/W/M/Y), else the years from Patient's Birth Date to Study Date."""
     age = _text(ds, "PatientAge")
     if len(age) == 4 and age[:3].isdigit() and age[3] in AGE_UNIT_YEARS:
@@ -148,5 +139,5 @@ def _age_years(ds: Dataset) -> float | None:
 
 RULES: tuple[Callable[[Dataset], Finding | None], ...] = (
     _modality, _sop_class, _for_processing, _body_part, _view_position, _image_type,
-    _orientation, _identifiers, _population,
+    _orientation, _identifiers,
 )

@@ -63,6 +63,7 @@ class TriageResult:
     qc_reasons: list[tuple[str, str]] = field(default_factory=list)
     cam: np.ndarray | None = None
     study_priority: Flag | None = None  # the study's worklist priority, never lowered
+    operating_point: str | None = None  # which calibration and threshold decided, in words
 
     def __post_init__(self) -> None:
         if not 0 <= self.threshold <= 1:
@@ -125,6 +126,9 @@ def build_sr(source: Dataset, result: TriageResult) -> Comprehensive3DSR:
     group[0].ContentSequence.extend(  # the sentences behind each QC code, for the reader
         TextContentItem(codes.COMMENT, message, RelationshipTypeValues.CONTAINS)
         for _, message in result.qc_reasons)
+    if result.operating_point is not None:
+        group[0].ContentSequence.append(TextContentItem(
+            codes.OPERATING_POINT, result.operating_point, RelationshipTypeValues.CONTAINS))
     report = MeasurementReport(
         observation_context=ObservationContext(observer_device_context=ObserverContext(
             observer_type=dicom_codes.DCM.Device,
@@ -205,7 +209,10 @@ def _caption(result: TriageResult) -> list[str]:
         lines += [f"Cautions: {reason_codes}"] if reason_codes else []
     else:
         lines = [f"Not triaged - input check failed: {reason_codes}"]
-    return lines + [f"Model {result.model_name} {result.model_version}", DISCLAIMER]
+    model = f"Model {result.model_name} {result.model_version}"
+    if result.operating_point is not None:
+        model += f", {result.operating_point}"
+    return lines + [model, DISCLAIMER]
 
 
 def _source_reference(source: Dataset) -> Dataset:

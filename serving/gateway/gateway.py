@@ -36,7 +36,7 @@ class Gateway:
         self._work, self._stop = threading.Event(), threading.Event()
         self.models = models or Models.load()
         self.queue = open_queue(home, config)
-        pipeline = Pipeline(self.models.describe(), self._infer)
+        pipeline = Pipeline(self.models.describe(home), self._infer)
         self.worker = Worker(home, config.ae_title, config.destinations, pipeline, self.queue,
                              Worklist(home, max_wait_from_env()))
         for credentials in config.credentials():

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Awaitable, Callable
 
 import numpy as np
@@ -17,9 +18,13 @@ from pydicom import Dataset
 
 from clinassist.bundle import Bundle, read_metadata
 from clinassist.errors import ClinassistError
-from clinassist.serving.dicom import (Finding, Limits, TriageResult, build_secondary_capture, build_sr,
-                           check_header, radiograph_pixels, read_instance)
+from clinassist.serving.dicom import (Finding, Limits, TriageResult, build_secondary_capture,
+                                      build_sr, check_header, patient_age_years,
+                                      radiograph_pixels, read_instance)
 from clinassist.serving.dicom.referable import check_referable
+from clinassist.serving.imaging.operating_points import (OperatingPoint, OperatingPoints,
+                                                         population_caution)
+from clinassist.serving.imaging.site_calibration import ModelIdentity, SiteCalibrationStore
 
 Inference = dict[str, object]
 Infer = Callable[[list[np.ndarray]], Awaitable[list[Inference]]]
@@ -60,28 +65,40 @@ class Models:
             scored = self.cxr.run(image=batch)
             qc = self.qc.run(image=batch)["probabilities"]
             for row, index in enumerate(indices):
-                results[index] = {"probability": float(scored["probability"][row]),
+                results[index] = {"logit": float(scored["logit"][row]),
                                   "cam": scored["cam"][row, 0], "qc": qc[row],
                                   "batch_size": len(indices)}
         return results
 
-    def describe(self) -> dict:
-        return describe(self.cxr.metadata, self.qc.metadata)
+    def describe(self, home: Path) -> "Description":
+        return Description(self.cxr.metadata, self.qc.metadata, home)
 
 
-def describe(cxr: dict, qc: dict) -> dict:
-    """What the pipeline reports and decides with, from the two bundles' metadata."""
-    return {
-        "model": {"name": cxr["name"], "version": cxr["version"]},
-        "qc_model": {"name": qc["name"], "version": qc["version"]},
-        "threshold": cxr["operating_point"]["threshold"],
-        "qc_classes": qc["classes"],
-    }
+class Description:
+    """What the pipeline reports and decides with: the two bundles' metadata and the operating
+    points in force, which follow the site calibration overlay in `home` as it changes."""
+
+    def __init__(self, cxr: dict, qc: dict, home: Path) -> None:
+        self.model = {"name": cxr["name"], "version": cxr["version"]}
+        self.qc_model = {"name": qc["name"], "version": qc["version"]}
+        self.qc_classes: list[str] = qc["classes"]
+        self._cxr = cxr
+        self._identity = ModelIdentity.of(cxr)
+        self._site = SiteCalibrationStore(home, cxr["name"])
+        self._points: tuple[int | None, OperatingPoints] | None = None
+
+    def operating_points(self) -> OperatingPoints:
+        """The bundle's points overlaid by the active site calibration (re-read when it changes)."""
+        version = self._site.active_version()
+        if self._points is None or self._points[0] != version:
+            overlay = self._site.active(self._identity)
+            self._points = (version, OperatingPoints.from_metadata(self._cxr, overlay))
+        return self._points[1]
 
 
-def describe_bundles() -> dict:
-    """`describe` for the committed bundles, reading only their metadata (no model loaded)."""
-    return describe(read_metadata(CXR_BUNDLE)[1], read_metadata(QC_BUNDLE)[1])
+def describe_bundles(home: Path) -> Description:
+    """`Description` of the committed bundles, reading only their metadata (no model loaded)."""
+    return Description(read_metadata(CXR_BUNDLE)[1], read_metadata(QC_BUNDLE)[1], home)
 
 
 @dataclass
@@ -96,8 +113,10 @@ class Triage:
     batch_size: int = 0
     sr: Dataset | None = None
     sc: Dataset | None = None
+    operating_point: OperatingPoint | None = None
 
     def summary(self) -> dict:
+        point = self.operating_point
         return {
             "study_instance_uid": str(self.source.StudyInstanceUID),
             "series_instance_uid": str(self.source.SeriesInstanceUID),
@@ -110,6 +129,7 @@ class Triage:
             "flag": self.result.flag,
             "threshold": self.result.threshold,
             "model": {"name": self.result.model_name, "version": self.result.model_version},
+            "operating_point": point.as_json() if point is not None else None,
             "timings_ms": self.timings_ms,
             "batch_size": self.batch_size,
         }
@@ -124,48 +144,79 @@ def pixel_qc_finding(qc_probabilities: np.ndarray, classes: list[str]) -> tuple[
                    True), verdict
 
 
+@dataclass
+class Assessment:
+    """One instance decoded, checked and scored, before any operating point is applied."""
+
+    source: Dataset
+    age_years: float | None
+    findings: list[Finding]
+    pixels: np.ndarray
+    inference: Inference
+    pixel_qc: dict
+
+    @property
+    def passed_qc(self) -> bool:
+        return not any(f.blocking for f in self.findings)
+
+    @property
+    def logit(self) -> float:
+        return float(self.inference["logit"])
+
+
 class Pipeline:
     """Decode, check and score instances, then build their SR and Secondary Capture."""
 
-    def __init__(self, description: dict, infer: Infer, limits: Limits | None = None):
+    def __init__(self, description: Description, infer: Infer, limits: Limits | None = None):
         self.description, self.infer = description, infer
         self.limits = limits or Limits.from_env()
 
-    async def triage(self, data: bytes) -> Triage:
+    async def assess(self, data: bytes, clock: "Stopwatch | None" = None) -> Assessment:
         """Raises `DicomRejection` for input that is not a usable DICOM instance."""
-        clock = Stopwatch()
+        clock = clock or Stopwatch()
         source = read_instance(data, self.limits)
         check_referable(source)  # before any work: the SR and SC are filed and cite it
+        age = patient_age_years(source)
         findings = check_header(source)
+        if (caution := population_caution(age)) is not None:
+            findings.append(caution)
         pixels = radiograph_pixels(source)
         clock.lap("decode")
         inference = (await self.infer([pixels]))[0]
         clock.lap("inference")
         pixel_finding, verdict = pixel_qc_finding(np.asarray(inference["qc"]),
-                                                  self.description["qc_classes"])
+                                                  self.description.qc_classes)
         if pixel_finding is not None:
             findings = [pixel_finding, *findings]
-        result = self.result(findings, inference)
-        triage = Triage(source, findings, result, verdict, batch_size=inference["batch_size"])
-        triage.sr = build_sr(source, result)
-        triage.sc = build_secondary_capture(source, pixels, result)
+        return Assessment(source, age, findings, pixels, inference, verdict)
+
+    async def triage(self, data: bytes) -> Triage:
+        """Raises `DicomRejection` for input that is not a usable DICOM instance."""
+        clock = Stopwatch()
+        assessed = await self.assess(data, clock)
+        point = self.description.operating_points().for_age(assessed.age_years)
+        result = self.result(assessed, point)
+        triage = Triage(assessed.source, assessed.findings, result, assessed.pixel_qc,
+                        batch_size=assessed.inference["batch_size"], operating_point=point)
+        triage.sr = build_sr(assessed.source, result)
+        triage.sc = build_secondary_capture(assessed.source, assessed.pixels, result)
         clock.lap("encode")
         triage.timings_ms = clock.laps
         return triage
 
-    def result(self, findings: list[Finding], inference: Inference) -> TriageResult:
-        model, threshold = self.description["model"], self.description["threshold"]
-        blocking = [(f.code, f.message) for f in findings if f.blocking]
-        cautions = [(f.code, f.message) for f in findings if not f.blocking]
-        common = dict(threshold=threshold, model_name=model["name"],
-                      model_version=model["version"])
+    def result(self, assessed: Assessment, point: OperatingPoint) -> TriageResult:
+        model = self.description.model
+        blocking = [(f.code, f.message) for f in assessed.findings if f.blocking]
+        cautions = [(f.code, f.message) for f in assessed.findings if not f.blocking]
+        common = dict(threshold=point.threshold, model_name=model["name"],
+                      model_version=model["version"], operating_point=point.describe())
         if blocking:
             return TriageResult(probability=None, flag=None, qc_passed=False,
                                 qc_reasons=blocking, **common)
-        probability = float(inference["probability"])
+        probability = point.probability(assessed.logit)
         return TriageResult(probability=probability, qc_passed=True, qc_reasons=cautions,
-                            flag="urgent" if probability >= threshold else "routine",
-                            cam=np.asarray(inference["cam"]), **common)
+                            flag="urgent" if probability >= point.threshold else "routine",
+                            cam=np.asarray(assessed.inference["cam"]), **common)
 
 
 class Stopwatch:
