@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import csv
 import datetime
-import inspect
 import io
 import re
 
@@ -217,9 +216,7 @@ def test_the_triage_pipeline_scores_the_deidentified_instance_identically(deiden
     async def infer(images):
         return models.infer(images)
 
-    # with site calibration the description reads the operating points from a home folder
-    takes_home = bool(inspect.signature(models.describe).parameters)
-    pipeline = Pipeline(models.describe(tmp_path) if takes_home else models.describe(), infer)
+    pipeline = Pipeline(models.describe(tmp_path), infer)
     data = real_cr(name)
     deidentified = to_bytes(deidentifier.deidentify(pydicom.dcmread(io.BytesIO(data))).dataset)
     before, after = (asyncio.run(pipeline.triage(body)) for body in (data, deidentified))

@@ -39,11 +39,7 @@ from pydicom.errors import InvalidDicomError
 from clinassist.errors import ClinassistError
 from clinassist.serving.deid import DeidError, Deidentifier
 from clinassist.serving.deid.files import REPORT_COLUMNS, REPORT_FILE, write_instance
-from clinassist.serving.dicom import DicomRejection, radiograph_pixels
-try:  # the header's age in years: public once per-population operating points land
-    from clinassist.serving.dicom.header_qc import patient_age_years
-except ImportError:
-    from clinassist.serving.dicom.header_qc import _age_years as patient_age_years
+from clinassist.serving.dicom import DicomRejection, patient_age_years, radiograph_pixels
 from clinassist.serving.imaging.feedback import Feedback, FeedbackStore, Reading
 
 MANIFEST, SUMS, CARD = "manifest.csv", "SHA256SUMS", "DATA_CARD.md"
