@@ -1,6 +1,9 @@
-"""Reading a request body with a size cap, refused before it is all read."""
+"""Reading a request body: with a size cap, refused before it is all read; as JSON, with a cap
+on how deeply it nests."""
 
 from __future__ import annotations
+
+import json
 
 from starlette.requests import Request
 
@@ -23,3 +26,34 @@ async def read_capped(request: Request, max_bytes: int) -> bytes:
             raise BodyTooLarge(f"the body exceeds the limit of {max_bytes} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+MAX_JSON_DEPTH = 32  # a FHIR Bundle inside a CDS Hooks request nests about 10 deep
+
+
+def parse_json(body: bytes) -> object:
+    """The JSON value of `body`; ValueError (its message says why) when it is not JSON, or when
+    arrays and objects nest deeper than MAX_JSON_DEPTH (the decoder, and every validator after
+    it, recurses once per level)."""
+    try:
+        value = json.loads(body)
+    except RecursionError:
+        value = None
+        depth = MAX_JSON_DEPTH + 1
+    else:
+        depth = _depth(value)
+    if depth > MAX_JSON_DEPTH:
+        raise ValueError(f"it nests arrays and objects deeper than {MAX_JSON_DEPTH} levels")
+    return value
+
+
+def _depth(value: object) -> int:
+    """How deeply arrays and objects nest in `value`, counted without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, (dict, list)):
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1)
+                         for child in (node.values() if isinstance(node, dict) else node))
+    return deepest

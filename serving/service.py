@@ -7,20 +7,26 @@ DICOM routes take raw bodies, so BentoML's own request parsing never sees them.
 
 from __future__ import annotations
 
+import logging
 import os
+import warnings
 
 import bentoml
-from bentoml.exceptions import ServiceUnavailable
+import httpx
 import numpy as np
+from bentoml.exceptions import ServiceUnavailable
 from fastapi import FastAPI
+from pydicom import config as pydicom_config
 
 from clinassist.config import home_dir
 from clinassist.serving.imaging import api as imaging_api
 from clinassist.serving.imaging import feedback_api
 from clinassist.serving.gateway import admin_api, worklist_api
+from clinassist.serving.gateway.queue import JOB_STATES
 from clinassist.serving.medication import api as medication_api
 from clinassist.serving.medication import cds_api
 from clinassist.serving.imaging.results_store import ResultStore
+from clinassist.serving.last_resort import LastResort
 from clinassist.serving.security import AuthAuditMiddleware
 from clinassist.serving.security import Route as Permission
 from clinassist.serving.imaging.triage import ModelBusy, Models, Pipeline, describe_bundles
@@ -41,6 +47,7 @@ PERMISSIONS = [
 ]
 
 api = FastAPI(title="clinassist", docs_url=None, redoc_url=None, openapi_url=None)
+api.add_middleware(LastResort)  # inside FastAPI's own error middleware, so the 500 is JSON
 api.include_router(feedback_api.router)  # before /imaging/results/{id}/{kind}
 api.add_api_route("/imaging/triage", imaging_api.triage, methods=["POST"], tags=["imaging"],
                   openapi_extra=imaging_api.TRIAGE_OPENAPI, responses=imaging_api.ERRORS)
@@ -53,16 +60,28 @@ api.add_api_route("/medication/risk", medication_api.medication_risk, methods=["
                   tags=["medication"], openapi_extra=medication_api.RISK_OPENAPI,
                   responses=medication_api.ERRORS)
 api.add_api_route("/medication/risk/fhir", medication_api.medication_risk_fhir, methods=["POST"],
-                  tags=["medication"])
+                  tags=["medication"], openapi_extra=medication_api.FHIR_OPENAPI,
+                  responses=medication_api.ERRORS)
 api.add_api_route("/cds-services", cds_api.cds_discovery, methods=["GET"], tags=["cds-hooks"])
 api.add_api_route("/cds-services/{service_id}", cds_api.cds_service, methods=["POST"],
-                  tags=["cds-hooks"])
+                  tags=["cds-hooks"], openapi_extra=cds_api.HOOK_OPENAPI)
 api.add_api_route("/cds-services/{service_id}/feedback", cds_api.cds_feedback, methods=["POST"],
-                  tags=["cds-hooks"])
+                  tags=["cds-hooks"], openapi_extra=cds_api.FEEDBACK_OPENAPI)
 api.add_api_route("/worklist", worklist_api.worklist, methods=["GET"], tags=["worklist"])
-api.add_api_route("/gateway/jobs", admin_api.jobs, methods=["GET"], tags=["gateway"])
+api.add_api_route("/gateway/jobs", admin_api.jobs, methods=["GET"], tags=["gateway"],
+                  openapi_extra={"parameters": [{"name": "state", "in": "query", "required": False,
+                                                 "schema": {"enum": list(JOB_STATES)}}]})
 api.add_api_route("/gateway/jobs/{job_id}/retry", admin_api.retry, methods=["POST"],
                   tags=["gateway"])
+
+
+def keep_identifiers_out_of_logs() -> None:
+    """pydicom's value checks and highdicom's warnings quote the values they find (a malformed
+    Patient's Name, whole headers read as a UID) and its INFO lines name instance UIDs; the
+    service reads headers as they come and never logs a value, so both are kept quiet."""
+    pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
+    warnings.filterwarnings("ignore", category=UserWarning, module="highdicom")
+    logging.getLogger("highdicom").setLevel(logging.WARNING)
 
 
 @bentoml.service(name="triage-model", workers=1)
@@ -86,6 +105,7 @@ class Clinassist:
     model = bentoml.depends(TriageModel)
 
     def __init__(self) -> None:
+        keep_identifiers_out_of_logs()
         api.state.pipeline = Pipeline(describe_bundles(home_dir()), self.infer)
         api.state.results = ResultStore(home_dir() / "results")
 
@@ -94,6 +114,10 @@ class Clinassist:
             return await self.model.to_async.infer(images)
         except ServiceUnavailable as busy:
             raise ModelBusy("the model service is overloaded; retry shortly") from busy
+        except httpx.TransportError as gone:  # it is restarting, or stopping with the service
+            raise ModelBusy("the model service is not reachable (restarting or stopping); "
+                            "retry shortly") from gone
 
 
+Clinassist.add_asgi_middleware(LastResort)  # first added is outermost: it covers the auth too
 Clinassist.add_asgi_middleware(AuthAuditMiddleware, home=home_dir(), routes=PERMISSIONS)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 
+from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -26,6 +27,8 @@ TRIAGE_OPENAPI = {
     "requestBody": {"required": True, "content": {
         DICOM_TYPE: {"schema": {"type": "string", "format": "binary"}},
         "multipart/related": {"schema": {"type": "string", "format": "binary"}},
+        "multipart/form-data": {"schema": {"type": "object", "properties": {
+            "file": {"type": "string", "format": "binary"}}}},
     }},
 }
 ERRORS = {status: {"description": why, "content": {"application/json": {"example": {
@@ -63,8 +66,14 @@ def multipart_parts(body: bytes, content_type: str) -> list[bytes]:
         "on_part_begin": lambda: parts.append(bytearray()),
         "on_part_data": lambda data, start, end: parts[-1].extend(data[start:end]),
     })
-    parser.write(body)
-    parser.finalize()
+    try:
+        parser.write(body)
+        parser.finalize()
+    except MultipartParseError as malformed:
+        raise DicomRejection("not-dicom", "The multipart body is malformed (a part does not begin "
+                             "or end with the boundary of the Content-Type); send each instance "
+                             "as one part between '--BOUNDARY' lines, closed by '--BOUNDARY--'.") \
+            from malformed
     return [bytes(part) for part in parts]
 
 

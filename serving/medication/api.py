@@ -6,7 +6,6 @@ errors; the knowledge base is built on first use when `$CLINASSIST_HOME/kb.sqlit
 
 from __future__ import annotations
 
-import json
 import threading
 from typing import Literal
 
@@ -16,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from clinassist.errors import ClinassistError
-from clinassist.serving.http_body import BodyTooLarge, read_capped
+from clinassist.serving.http_body import BodyTooLarge, parse_json, read_capped
 from clinassist.serving.medication import fhir
 from clinassist.serving.medication.errors import (
     InvalidRequest,
@@ -49,7 +48,8 @@ class PatientIn(BaseModel):
 
 
 class MedicationIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={  # what named_or_coded checks
+        "anyOf": [{"required": [key]} for key in ("name", "rxnorm", "atc")]})
     name: str | None = Field(None, min_length=1, max_length=300)
     rxnorm: str | None = Field(None, pattern=r"^\d{1,10}$")
     atc: str | None = Field(None, pattern=r"^[A-Za-z]\d\d[A-Za-z]{2}\d\d$",
@@ -98,6 +98,12 @@ def inline_schema(model: type[BaseModel]) -> dict:
 
 RISK_OPENAPI = {"requestBody": {"required": True, "content": {
     "application/json": {"schema": inline_schema(RiskRequest)}}}}
+FHIR_OPENAPI = {
+    "parameters": [{"name": "unresolved", "in": "query", "required": False,
+                    "schema": {"enum": ["error", "report"]},
+                    "description": "report: review the rest when a medication is unknown"}],
+    "requestBody": {"required": True, "content": {
+        media: {"schema": fhir.BUNDLE_SCHEMA} for media in (FHIR_JSON, "application/json")}}}
 ERRORS = {status: {"description": why} for status, why in (
     (400, "not JSON"), (401, "no or invalid bearer credential"),
     (403, "the caller's role lacks medication:review"), (413, "body over 1 MB"),
@@ -126,8 +132,8 @@ async def read_json(request: Request) -> object:
     except BodyTooLarge as too_large:
         raise TooLarge(f"{too_large}; review a ward as several requests") from too_large
     try:
-        return json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as bad:
+        return parse_json(body)
+    except ValueError as bad:
         raise NotJson(f"the body is not JSON ({bad}); send application/json") from bad
 
 

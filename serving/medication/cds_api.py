@@ -16,7 +16,7 @@ from starlette.responses import JSONResponse
 
 from clinassist.config import home_dir
 from clinassist.serving.medication import cds, fhir
-from clinassist.serving.medication.api import read_json, shared_review
+from clinassist.serving.medication.api import inline_schema, read_json, shared_review
 from clinassist.serving.medication.cds_store import CdsStore
 from clinassist.serving.medication.errors import InvalidRequest, MedicationError
 
@@ -33,8 +33,35 @@ class FeedbackItem(BaseModel):
     outcomeTimestamp: str
 
 
+class OrderContext(BaseModel):
+    """The `context` of the order-select and order-sign hooks (CDS Hooks 2.0), as far as it is
+    read: `draftOrders` a FHIR Bundle of MedicationRequests, `selections` their references."""
+
+    model_config = ConfigDict(extra="allow")
+    patientId: str | None = None
+    draftOrders: dict | None = None
+    selections: list[str] | None = None
+
+
 class FeedbackRequest(BaseModel):
     feedback: list[FeedbackItem] = Field(min_length=1)
+
+
+HOOK_OPENAPI = {"requestBody": {"required": True, "content": {"application/json": {"schema": {
+    "type": "object", "required": ["hook", "hookInstance", "context"],
+    "properties": {
+        "hook": {"enum": sorted(set(cds.SERVICES.values()))},
+        "hookInstance": {"type": "string", "minLength": 1},
+        "fhirServer": {"type": "string"},
+        "context": {"type": "object", "properties": {
+            "userId": {"type": "string"}, "patientId": {"type": "string"},
+            "draftOrders": fhir.BUNDLE_SCHEMA,
+            "selections": {"type": "array", "items": {"type": "string"}}}},
+        "prefetch": {"type": "object", "properties": {
+            key: fhir.BUNDLE_SCHEMA if "?" in query else fhir.RESOURCE_SCHEMA
+            for key, query in cds.PREFETCH.items()}}}}}}}}
+FEEDBACK_OPENAPI = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": inline_schema(FeedbackRequest)}}}}
 
 
 def shared_store(request: Request) -> CdsStore:
@@ -75,6 +102,9 @@ async def cds_service(request: Request, service_id: str) -> JSONResponse:
                                  f"not {hook.hook}")
         if patient_id := hook.context.get("patientId"):
             request.state.audit_patient_ids = [str(patient_id)]
+        context = validated(OrderContext, hook.context)
+        if context.draftOrders is not None:
+            fhir.validated(context.draftOrders)
         bundle, drafts = cds.hook_bundle(hook)
         fhir_input = fhir.read_bundle(bundle)
         review = await run_in_threadpool(shared_review, request)

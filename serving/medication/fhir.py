@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 
+from fhir.resources.R4B import get_fhir_model_class
 from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.detectedissue import DetectedIssue
 from pydantic import ValidationError
@@ -33,6 +34,45 @@ ISSUE_CODES = {"interaction": ("DRG", "Drug Interaction Alert"),
 ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 
 
+def _resource(kind: str, **properties: dict) -> dict:
+    return {"type": "object", "required": ["resourceType"],
+            "properties": {"resourceType": {"enum": [kind]}, "id": {"type": "string"},
+                           **properties}}
+
+
+_CODING = {"type": "object", "properties": {
+    "system": {"enum": [RXNORM, ATC, LOINC, "http://snomed.info/sct"]},
+    "code": {"type": "string"}, "display": {"type": "string"}}}
+_CONCEPT = {"type": "object", "properties": {
+    "text": {"type": "string"}, "coding": {"type": "array", "items": _CODING}}}
+_STATUS = {"type": "string", "example": "active"}
+_MEDICATION = {"status": _STATUS, "medicationCodeableConcept": _CONCEPT,
+               "medicationReference": {"type": "object",
+                                       "properties": {"reference": {"type": "string"}}},
+               "subject": {"type": "object", "properties": {"reference": {"type": "string"}}}}
+RESOURCE_SCHEMA = {"oneOf": [
+    _resource("Patient", birthDate={"type": "string", "format": "date"},
+              gender={"enum": ["female", "male", "other", "unknown"]}),
+    _resource("MedicationRequest", intent={"enum": ["order", "proposal", "plan"]},
+              **_MEDICATION),
+    _resource("MedicationStatement", **_MEDICATION),
+    _resource("Medication", code=_CONCEPT),
+    _resource("Observation", status=_STATUS, code=_CONCEPT,
+              effectiveDateTime={"type": "string", "format": "date-time"},
+              valueQuantity={"type": "object", "properties": {"value": {"type": "number"},
+                                                               "unit": {"type": "string"}}}),
+    _resource("AllergyIntolerance", clinicalStatus=_CONCEPT, verificationStatus=_CONCEPT,
+              code=_CONCEPT),
+    _resource("Condition", clinicalStatus=_CONCEPT, verificationStatus=_CONCEPT, code=_CONCEPT),
+]}
+BUNDLE_SCHEMA = {  # what `read_bundle` reads, for /docs.json; fhir.resources validates the rest
+    "type": "object", "required": ["resourceType", "type"],
+    "properties": {"resourceType": {"enum": ["Bundle"]},
+                   "type": {"enum": ["collection", "batch", "transaction", "searchset"]},
+                   "entry": {"type": "array", "items": {"type": "object", "properties": {
+                       "fullUrl": {"type": "string"}, "resource": RESOURCE_SCHEMA}}}}}
+
+
 @dataclass(frozen=True)
 class FhirInput:
     patient: Patient
@@ -42,6 +82,7 @@ class FhirInput:
 
 
 def validated(payload: object) -> Bundle:
+    _check_resource_types(payload)
     try:
         return Bundle.model_validate(payload)
     except ValidationError as invalid:
@@ -49,6 +90,33 @@ def validated(payload: object) -> Bundle:
                     for e in invalid.errors()[:20]]
         raise InvalidRequest("not a valid FHIR R4 Bundle: " + "; ".join(
             f"{p['field']}: {p['problem']}" for p in problems[:5]), problems) from invalid
+
+
+def _check_resource_types(payload: object) -> None:
+    """Every `resourceType` in the payload names a FHIR R4 type (fhir.resources looks each one up
+    before validating, and fails with a TypeError or KeyError on anything else)."""
+    stack = [(payload, "")]
+    while stack:
+        node, where = stack.pop()
+        if isinstance(node, list):
+            stack.extend((item, f"{where}[{index}]") for index, item in enumerate(node))
+            continue
+        if not isinstance(node, dict):
+            continue
+        kind = node.get("resourceType")
+        if kind is not None and not (isinstance(kind, str) and _is_fhir_type(kind)):
+            raise InvalidRequest(f"not a valid FHIR R4 Bundle: {where or 'the body'} has "
+                                 f"resourceType {repr(kind)[:60]}, which is not a FHIR R4 type "
+                                 "(Bundle, Patient, MedicationRequest, Observation, ...)")
+        stack.extend((value, f"{where}.{key}".lstrip(".")) for key, value in node.items())
+
+
+def _is_fhir_type(name: str) -> bool:
+    try:
+        get_fhir_model_class(name)
+    except ValueError:
+        return False
+    return True
 
 
 def reference_of(entry) -> str:
