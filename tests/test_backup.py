@@ -19,9 +19,9 @@ import httpx
 import pytest
 
 from dicom_fixtures import real_cr
+import service_process
 from service_process import CLI, Service, free_port
 from test_gateway_support import wait_for
-from clinassist.processes import stop_group
 from clinassist.serving.gateway.queue import Backoff, JobQueue
 from clinassist.serving.gateway.worklist import Worklist
 from clinassist.serving.imaging.results_store import ResultStore
@@ -97,7 +97,17 @@ def audit_rows(home: Path) -> int:
         return db.execute("SELECT count(*) FROM audit_event").fetchone()[0]
 
 
-def test_a_backup_of_a_busy_service_restores_into_a_home_that_serves(service, tmp_path):
+@pytest.fixture
+def own_service(tmp_path):
+    """A service of its own: the session's shared one has its audit trail tampered with by
+    another test, and a backup must find it intact."""
+    running = service_process.start(tmp_path / "live")
+    yield running
+    running.stop()
+
+
+def test_a_backup_of_a_busy_service_restores_into_a_home_that_serves(own_service, tmp_path):
+    service = own_service
     triaged = httpx.post(service.url + "/v1/imaging/triage", content=real_cr(), timeout=120,
                          headers={**service.headers("radiologist"),
                                   "Content-Type": "application/dicom"}).json()

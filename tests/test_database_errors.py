@@ -24,7 +24,8 @@ from clinassist.serving.security import AuditTrail, UserStore
 RESTORE = "clinassist restore BACKUP"
 REBUILD = "clinassist kb build"
 COMMAND_TIMEOUT_S = 120  # a command that does not fail as it should is stopped, and fails
-WARD = "patient,age,sex,egfr,allergies,conditions,medication,rxnorm,atc\nw1,78,female,38,,,warfarin,,\n"
+WARD = ("patient,age,sex,egfr,allergies,conditions,medication,rxnorm,atc\n"
+        "w1,78,female,38,,,warfarin,,\n")
 COMMANDS = {
     "users list": ["users", "list"],
     "users add": ["users", "add", "--name", "dr-new", "--role", "radiologist"],
