@@ -71,6 +71,12 @@ def drop_sop_instance_uid(ds: Dataset) -> None:
     del ds.SOPInstanceUID
 
 
+def drop_sop_class_uid(ds: Dataset) -> None:
+    """The data set without it; the request (from the file meta) still names one."""
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    del ds.SOPClassUID
+
+
 def halve_pixel_data(ds: Dataset) -> None:
     ds.PixelData = ds.PixelData[:len(ds.PixelData) // 2]
 
@@ -83,6 +89,10 @@ CASES = {  # name: (file bytes, status, a word of the error comment)
                                StoreStatus.INVALID_IDENTIFIERS, "Series"),
     "no SOP Instance UID": (radiograph_bytes(drop_sop_instance_uid),
                             StoreStatus.INVALID_IDENTIFIERS, "SOP Instance"),
+    "no SOP Class UID": (radiograph_bytes(drop_sop_class_uid), StoreStatus.INVALID_IDENTIFIERS,
+                         "SOP"),
+    "a date that is not one": (radiograph_bytes(raw("StudyDate", "DA", "20241345")),
+                               StoreStatus.CANNOT_UNDERSTAND, "parsed"),
     "IS not a number": (radiograph_bytes(raw("InstanceNumber", "IS", "12a")),
                         StoreStatus.INVALID_VALUE, "InstanceNumber"),
     "DS holding the patient's name": (radiograph_bytes(raw("RescaleSlope", "DS",

@@ -1,12 +1,13 @@
 """What an instance must be before the gateway takes it in: a readable data set of the SOP
-Class and Instance it was sent as, with valid IS, DS, DA, TM and DT values and the whole of its
-pixel data. Otherwise the sender gets a Storage failure status (PS3.4 B.2.3, Table B.2-1) with an
-error comment that says what is wrong and never quotes a value of the data set.
+Class and Instance it was sent as, with valid IS and DS values and the whole of its pixel data.
+Otherwise the sender gets a Storage failure status (PS3.4 B.2.3, Table B.2-1) with an error
+comment that says what is wrong and never quotes a value of the data set.
 
-Parsing and the identifiers a result is filed under are checked by the imaging pipeline's own
-reader (`clinassist.serving.dicom.read_instance`), so the gateway and the HTTP API refuse the
-same instances; what the pipeline only finds at triage (multi-frame, colour, not a chest
-radiograph) is a triage outcome, not a refused C-STORE.
+Parsing, and what the result objects need (the UIDs a result is filed under, a standard SOP
+class, an image modality, a defined character set, valid dates and times), are checked by the
+imaging pipeline's own functions (`read_instance`, `check_referable`), so the gateway and the
+HTTP API refuse the same instances; what the pipeline only finds at triage (multi-frame,
+colour, not a chest radiograph) is a triage outcome, not a refused C-STORE.
 """
 
 from __future__ import annotations
@@ -18,15 +19,14 @@ from pydicom import Dataset
 from pydicom.encaps import generate_fragments
 from pydicom.multival import MultiValue
 from pydicom.pixels.utils import get_expected_length
-from pydicom.valuerep import DA, DT, IS, TM, DSdecimal, DSfloat
+from pydicom.valuerep import IS, DSdecimal, DSfloat
 
 from clinassist.errors import ClinassistError
 from clinassist.serving.dicom import DicomRejection, Limits, read_instance
+from clinassist.serving.dicom.referable import check_referable
 
 ERROR_COMMENT_MAX = 64  # (0000,0902) Error Comment is LO
 NUMBERS = {"IS": IS, "DS": (DSfloat, DSdecimal)}  # what pydicom reads a valid value as
-DATES_AND_TIMES = {"DA": DA, "TM": TM, "DT": DT}  # kept as text by pydicom; these parse it
-CONVERTED = (*NUMBERS, *DATES_AND_TIMES)
 
 
 class StoreStatus(enum.IntEnum):
@@ -57,12 +57,13 @@ class Refused(ClinassistError):
 REJECTIONS: dict[str, tuple[StoreStatus, str]] = {
     "not-dicom": (StoreStatus.CANNOT_UNDERSTAND, "not a DICOM data set"),
     "truncated": (StoreStatus.CANNOT_UNDERSTAND, "data set ends inside an element"),
-    "corrupt-header": (StoreStatus.CANNOT_UNDERSTAND, "damaged header: an element cannot be read"),
+    "corrupt-header": (StoreStatus.CANNOT_UNDERSTAND,
+                       "damaged header: an element cannot be read or parsed"),
     "too-large": (StoreStatus.TOO_LARGE, "over CLINASSIST_MAX_DICOM_BYTES or _PIXELS"),
     "unsupported-transfer-syntax": (StoreStatus.CANNOT_UNDERSTAND,
                                     "pixel data's transfer syntax cannot be decoded here"),
     "missing-identifiers": (StoreStatus.INVALID_IDENTIFIERS,
-                            "missing or invalid Study, Series or SOP Instance UID"),
+                            "missing or invalid Study, Series, SOP Instance or Class UID"),
     "unknown-sop-class": (StoreStatus.DATA_SET_DOES_NOT_MATCH_SOP_CLASS,
                           "SOP Class UID is not a standard storage class"),
     "not-an-image": (StoreStatus.DATA_SET_DOES_NOT_MATCH_SOP_CLASS,
@@ -84,6 +85,7 @@ def inspect(data: bytes, sop_class_uid: str, sop_instance_uid: str,
     Refused with what is wrong."""
     try:
         ds = read_instance(data, limits)
+        check_referable(ds)
     except DicomRejection as rejection:
         status, comment = REJECTIONS.get(rejection.code,
                                          (StoreStatus.CANNOT_UNDERSTAND, rejection.code))
@@ -93,32 +95,23 @@ def inspect(data: bytes, sop_class_uid: str, sop_instance_uid: str,
                       "SOP Class UID differs from the request's")
     if ds.SOPInstanceUID != sop_instance_uid:
         raise Refused(StoreStatus.INVALID_IDENTIFIERS, "SOP Instance UID differs from the request's")
-    _check_values(ds)
+    _check_numbers(ds)
     _check_pixel_data(ds)
     return Inspected(str(ds.SOPInstanceUID), str(ds.get("PatientID") or ""))
 
 
-def _check_values(ds: Dataset) -> None:
-    """Every IS and DS value is a number and every DA, TM and DT value a date or time (PS3.5
-    6.2): pydicom keeps a string it cannot read, and the SR writer later fails on it."""
+def _check_numbers(ds: Dataset) -> None:
+    """Every IS and DS value is a number (PS3.5 6.2); pydicom keeps a string it cannot read,
+    and the pipeline would fail on it later (dates and times are checked by
+    `check_referable`)."""
     for element in ds.iterall():
-        if element.VR not in CONVERTED or element.value in (None, ""):
+        if element.VR not in NUMBERS or element.value in (None, ""):
             continue
         values = element.value if isinstance(element.value, MultiValue) else [element.value]
-        if not all(v in (None, "") or _readable(v, element.VR) for v in values):
+        if not all(v in (None, "") or isinstance(v, NUMBERS[element.VR]) for v in values):
             name = element.keyword or "a private element"
             raise Refused(StoreStatus.INVALID_VALUE,
                           f"{element.tag} {name}: invalid {element.VR} value"[:ERROR_COMMENT_MAX])
-
-
-def _readable(value: object, vr: str) -> bool:
-    if vr in NUMBERS:
-        return isinstance(value, NUMBERS[vr])
-    try:
-        DATES_AND_TIMES[vr](value)
-    except (TypeError, ValueError):
-        return False
-    return True
 
 
 def _check_pixel_data(ds: Dataset) -> None:
