@@ -67,7 +67,8 @@ def fit(model: nn.Module, train_set: Dataset, val_set: Dataset, run: Path, cfg: 
     select_by = cfg.get("select_by", "loss")
     args = TrainingArguments(
         output_dir=str(run / "checkpoints"), num_train_epochs=cfg["epochs"],
-        per_device_train_batch_size=cfg["batch_size"], per_device_eval_batch_size=cfg.get("eval_batch_size", 64),
+        per_device_train_batch_size=cfg["batch_size"],
+        per_device_eval_batch_size=cfg.get("eval_batch_size", 64),
         learning_rate=cfg["learning_rate"], weight_decay=cfg["weight_decay"],
         warmup_steps=cfg["warmup_ratio"], lr_scheduler_type="cosine",
         eval_strategy="epoch", save_strategy="epoch", save_total_limit=2,
