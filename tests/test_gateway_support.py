@@ -96,9 +96,12 @@ class Destination:
 
 
 def send(port: int, instances: list[Dataset], calling: str = PACS, called: str = GATEWAY,
-         after_each: Callable[[int, int | None], None] | None = None) -> list[int | None]:
-    """C-STORE `instances` over one association; each one's status (None: no answer)."""
+         after_each: Callable[[int, int | None], None] | None = None,
+         answer_timeout: float = 30) -> list[int | None]:
+    """C-STORE `instances` over one association; each one's status (None: no answer within
+    `answer_timeout` seconds)."""
     ae = AE(ae_title=calling)
+    ae.dimse_timeout = answer_timeout
     for ds in instances[:1]:
         ae.add_requested_context(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID)
     association = ae.associate("127.0.0.1", port, ae_title=called)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
 import signal
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from clinassist.config import home_dir
 from clinassist.serving.gateway import logs
@@ -39,18 +41,30 @@ def load_config(args: argparse.Namespace) -> GatewayConfig:
     return GatewayConfig.load(args.config or home_dir() / CONFIG_FILE)
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
+def cmd_serve(args: argparse.Namespace) -> NoReturn:
     from clinassist.serving.gateway.gateway import Gateway
 
     logs.configure()
+    received: list[signal.Signals] = []
     stopped = threading.Event()
+
+    def stop(signum: int, frame: object) -> None:
+        received.append(signal.Signals(signum))
+        stopped.set()
+
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stopped.set())
+        signal.signal(signum, stop)
     gateway = Gateway(home_dir(), load_config(args))
     gateway.start()
     stopped.wait()
+    logging.getLogger(__name__).info("%s received: stopping", received[0].name)
     gateway.stop()
-    return 0
+    # Everything is durable now; end at once rather than through the interpreter's shutdown,
+    # which would wait for threads left busy (pynetdicom's association threads are not
+    # daemons: one waiting on a silent peer holds the exit for its timeout) and free every
+    # object one by one (seconds, for highdicom's tables of the standard).
+    logging.shutdown()
+    os._exit(0)
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -3,8 +3,10 @@ pool of worker threads over one durable queue."""
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +23,7 @@ from clinassist.serving.imaging.triage import Inference, Models, Pipeline
 
 log = logging.getLogger(__name__)
 IDLE_POLL_S = 0.5  # how soon an idle worker notices a retry that fell due
+STOP_S = 5.0  # how long stopping waits for work in progress (supervisors allow about 10 s)
 
 
 def open_queue(home: Path, config: GatewayConfig) -> JobQueue:
@@ -52,6 +55,7 @@ class Gateway:
         return self.models.infer(images)
 
     def start(self) -> None:
+        _read_standard_tables()
         self.queue.recover()
         self._threads = [threading.Thread(target=self._run, name=f"gateway-worker-{n}",
                                           daemon=True) for n in range(self.config.workers)]
@@ -67,12 +71,23 @@ class Gateway:
                  self.config.orthanc.url if self.config.orthanc else "off")
 
     def stop(self) -> None:
-        """Stop listening, let workers finish their current step, and return."""
-        self.scp.stop()
+        """Stop listening, let the C-STOREs being handled and the workers' current steps
+        finish, and return within STOP_S. A thread still busy then (a delivery to a
+        destination that does not answer, a read from an Orthanc that hangs) is left to end
+        with the process: its job is claimed again at the next start, and a delivery counts
+        only once the destination has stored it, so nothing is lost or sent twice as new."""
+        started = time.monotonic()
+        deadline = started + STOP_S
+        stored = self.scp.stop(deadline)
         self._stop.set()
         self._work.set()
         for thread in self._threads:
-            thread.join()
+            thread.join(max(0.0, deadline - time.monotonic()))
+        busy = [thread.name for thread in self._threads if thread.is_alive()]
+        log.info("gateway %s stopped in %.1f s%s%s", self.config.ae_title,
+                 time.monotonic() - started,
+                 "" if stored else "; a C-STORE still being handled was not acknowledged",
+                 f"; left busy: {', '.join(busy)}" if busy else "")
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -84,3 +99,16 @@ class Gateway:
             if not busy:
                 self._work.wait(IDLE_POLL_S)
                 self._work.clear()
+
+
+def _read_standard_tables() -> None:
+    """highdicom parses its tables of the DICOM standard (a 22 MB JSON file) when it writes its
+    first SR or Secondary Capture, in one call that holds the GIL for a second or more (several
+    on a loaded machine). Parsed before the SCP listens, they hold up neither the first C-STOREs
+    nor a stop signal, which the main thread handles only once it has the GIL."""
+    from highdicom._standard_utils import (get_iod_module_map, get_module_attribute_map,
+                                           get_sop_class_iod_map)
+
+    for table in (get_sop_class_iod_map, get_iod_module_map, get_module_attribute_map):
+        table()
+    gc.freeze()  # kept for the life of the process: the collector need not walk them again

@@ -1,12 +1,16 @@
 """The gateway's DICOM listener: C-ECHO and C-STORE (PS3.4 A.4, B.2) from allowed AE titles.
 
 An instance is acknowledged only after the intake has fsync'd its file and committed its job
-row, so whatever the sender saw stored survives a crash.
+row, so whatever the sender saw stored survives a crash. Stopping lets the C-STOREs being
+handled finish (and their jobs commit), refuses later ones with "out of resources" (send
+again) and then aborts the associations still open: no instance is acknowledged and lost.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
 
 from pydicom import Dataset
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
@@ -33,6 +37,9 @@ class StorageSCP:
         self.config, self.intake, self.audit = config, intake, audit
         self.actor = f"gateway:{config.ae_title}"
         self._server: ThreadedAssociationServer | None = None
+        self._stopping = False
+        self._in_flight = 0  # C-STOREs being handled
+        self._idle = threading.Condition()
 
     def start(self) -> None:
         ae = AE(ae_title=self.config.ae_title)
@@ -46,13 +53,38 @@ class StorageSCP:
             evt_handlers=[(evt.EVT_C_ECHO, lambda event: StoreStatus.SUCCESS),
                           (evt.EVT_C_STORE, self._store), (evt.EVT_REJECTED, self._rejected)])
 
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
+    def stop(self, deadline: float) -> bool:
+        """Close the port, let the C-STOREs being handled finish until `deadline` (monotonic
+        time), then abort the open associations. False if a C-STORE was still being handled
+        (it is not acknowledged: the sender sends it again)."""
+        if self._server is None:
+            return True
+        with self._idle:
+            self._stopping = True
+        self._server.shutdown()
+        with self._idle:
+            finished = self._idle.wait_for(lambda: self._in_flight == 0,
+                                           max(0.0, deadline - time.monotonic()))
+        for association in self._server.active_associations:
+            association.abort()
+        return finished
 
     def _store(self, event: evt.Event) -> int | Dataset:
         """Success once the instance is durable; else a failure status with its error comment.
         Whatever the bytes, the sender gets an answer and the association stays up."""
+        with self._idle:
+            if self._stopping:
+                return _status(StoreStatus.OUT_OF_RESOURCES,
+                               "the gateway is stopping; send it again later")
+            self._in_flight += 1
+        try:
+            return self._admit(event)
+        finally:
+            with self._idle:
+                self._in_flight -= 1
+                self._idle.notify_all()
+
+    def _admit(self, event: evt.Event) -> int | Dataset:
         calling = event.assoc.requestor.ae_title
         try:
             self.intake.admit(event.encoded_dataset(), str(event.request.AffectedSOPClassUID),
