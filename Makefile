@@ -16,10 +16,13 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet -e '.[train,serve,dev]'
 	touch $@
 
-# The HTTP services, and the DICOM gateway when CLINASSIST_HOME/gateway.json configures one
-# (without it the gateway says what to write and exits; the services keep running).
+# The HTTP services, and the DICOM gateway when CLINASSIST_HOME/gateway.json configures one.
+# `exec` makes `clinassist serve` make's own child: make passes SIGTERM to it and waits while it
+# stops every process below it; a terminal's Ctrl+C reaches it with make's process group.
+HOST ?= 127.0.0.1
+PORT ?= 3000
 run: $(STAMP)
-	@trap 'kill 0' INT TERM EXIT; $(BIN)/clinassist gateway serve & $(BIN)/clinassist serve
+	@exec $(BIN)/clinassist serve --host $(HOST) --port $(PORT) --gateway
 
 # The Bento of the services (bentofile.yaml) into $BENTOML_HOME (default ~/bentoml), offline;
 # `bentoml containerize clinassist:latest` then builds the image deploy/ runs (README, "Scaling out").

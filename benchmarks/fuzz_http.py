@@ -53,7 +53,7 @@ def report(entry_point: str, tally: Tally, seconds: float) -> None:
     print(f"{entry_point:<48} {tally.sent:>6} inputs in {seconds:6.0f} s | {statuses} | "
           f"dropped {len(tally.dropped)}, not {{error, reason}} {len(tally.unexplained)}",
           flush=True)
-    for failure in tally.failures[:5]:
+    for failure in tally.server_errors[:3] + tally.dropped[:3] + tally.unexplained[:3]:
         print(f"    {failure[:400]}", flush=True)
 
 

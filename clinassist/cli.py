@@ -143,8 +143,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"clinassist: no active users in {home}; every API call will get 401 until you "
               "create one: clinassist users add --name NAME --role radiologist", file=sys.stderr)
     env = {**os.environ, "BENTOML_DO_NOT_TRACK": "true", "BENTOML_HOME": str(home / "bentoml"),
-           "CLINASSIST_HOME": str(home)}
-    command = [sys.executable, "-m", "bentoml", "serve", "clinassist.serving.service:Clinassist",
+           "CLINASSIST_HOME": str(home), "CLINASSIST_STOP_GRACE_S": str(IN_FLIGHT_GRACE_S)}
+    command = [sys.executable, "-m", "clinassist.serving.bentoml_main", "serve",
+               "clinassist.serving.service:Clinassist",
                "--host", args.host, "--port", str(args.port), "--working-dir", str(REPO_ROOT),
                "--timeout-graceful-shutdown", str(IN_FLIGHT_GRACE_S)]
     programs = [Program("serve", command, env, home)]

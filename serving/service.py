@@ -11,6 +11,7 @@ import logging
 import os
 import warnings
 
+import aiohttp
 import bentoml
 import httpx
 import numpy as np
@@ -27,6 +28,7 @@ from clinassist.serving.medication import api as medication_api
 from clinassist.serving.medication import cds_api
 from clinassist.serving.imaging.results_store import ResultStore
 from clinassist.serving.last_resort import LastResort
+from clinassist.serving.stopping import AnswerBeforeStopping
 from clinassist.serving.security import AuthAuditMiddleware
 from clinassist.serving.security import Route as Permission
 from clinassist.serving.imaging.triage import ModelBusy, Models, Pipeline, describe_bundles
@@ -81,7 +83,7 @@ def keep_identifiers_out_of_logs() -> None:
     service reads headers as they come and never logs a value, so both are kept quiet."""
     pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
     warnings.filterwarnings("ignore", category=UserWarning, module="highdicom")
-    logging.getLogger("highdicom").setLevel(logging.WARNING)
+    logging.getLogger("highdicom").setLevel(logging.ERROR)  # its WARNINGs quote patient names
 
 
 @bentoml.service(name="triage-model", workers=1)
@@ -111,13 +113,18 @@ class Clinassist:
 
     async def infer(self, images: list[np.ndarray]) -> list[dict]:
         try:
-            return await self.model.to_async.infer(images)
+            try:
+                return await self.model.to_async.infer(images)
+            except aiohttp.ClientConnectionError:  # mostly a pooled connection the model service
+                return await self.model.to_async.infer(images)  # just closed; inference is pure
         except ServiceUnavailable as busy:
             raise ModelBusy("the model service is overloaded; retry shortly") from busy
-        except httpx.TransportError as gone:  # it is restarting, or stopping with the service
+        except (aiohttp.ClientConnectionError, httpx.TransportError) as gone:  # restarting, or
+            # stopping with the service (its socket is gone)
             raise ModelBusy("the model service is not reachable (restarting or stopping); "
                             "retry shortly") from gone
 
 
 Clinassist.add_asgi_middleware(LastResort)  # first added is outermost: it covers the auth too
+Clinassist.add_asgi_middleware(AnswerBeforeStopping)  # a request cut by a stop is audited as 503
 Clinassist.add_asgi_middleware(AuthAuditMiddleware, home=home_dir(), routes=PERMISSIONS)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from highdicom import SpecificCharacterSetValues
 from highdicom._standard_utils import get_sop_class_iod_map  # the IODs highdicom copies by
 from highdicom.valuerep import _check_specific_character_set  # highdicom's own rule
+from highdicom.valuerep import check_person_name
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.uid import UID
@@ -29,8 +30,8 @@ def check_referable(ds: Dataset) -> None:
     """Raise DicomRejection unless `ds` has the Type 1 UIDs a result is filed under (PS3.3
     C.7.2.1 General Study, C.7.3.1 General Series, C.12.1 SOP Common), a SOP Class of the
     standard, an image Modality (General Series, Type 1), when present a Specific Character
-    Set of defined terms (C.12.1.1.2), and dates and times that are dates and times (PS3.5
-    6.2: DA, TM, DT), which highdicom parses as it copies them."""
+    Set of defined terms (C.12.1.1.2), and dates, times and person names that parse (PS3.5 6.2:
+    DA, TM, DT, PN), as highdicom parses them when it copies them."""
     missing = [keyword for keyword in IDENTIFYING_UIDS
                if not (isinstance(value := ds.get(keyword), str) and UID(value).is_valid)]
     if missing:
@@ -48,6 +49,7 @@ def check_referable(ds: Dataset) -> None:
                              "or DX) are triaged, send the radiograph itself.")
     _check_character_set(ds.get("SpecificCharacterSet"))
     _check_dates_and_times(ds)
+    _check_person_names(ds)
 
 
 def _check_character_set(value: str | MultiValue | None) -> None:
@@ -78,3 +80,22 @@ def _check_dates_and_times(ds: Dataset) -> None:
             raise DicomRejection("corrupt-header", f"The header attribute {name} is not a valid "
                                  f"{element.VR} value (PS3.5 6.2); re-export the image from the "
                                  "PACS.") from invalid
+
+
+COPIED_PERSON_NAMES = ("PatientName", "ReferringPhysicianName")  # PS3.3 C.7.1.1, C.7.2.1
+
+
+def _check_person_names(ds: Dataset) -> None:
+    """One person name each, whose component groups decode (the message never quotes it)."""
+    for keyword in COPIED_PERSON_NAMES:
+        value = ds.get(keyword)
+        if value in (None, ""):
+            continue
+        try:
+            check_person_name(value)
+            str(value)
+        except (TypeError, ValueError) as invalid:
+            raise DicomRejection("corrupt-header", f"The header attribute {keyword} is not one "
+                                 "valid person name (PS3.5 6.2.1.2: family^given^middle^prefix"
+                                 "^suffix); correct it in the PACS and send the image again.") \
+                from invalid
