@@ -306,10 +306,12 @@ def growth(minutes: list[Minute], warmup: int) -> dict[str, float]:
 
 
 def results_in_orthanc(orthanc: local.LocalOrthanc, studies: list[str]) -> dict[str, Counter]:
-    """Instances per Modality in each study sent (CR, SR, OT: the Secondary Capture)."""
+    """Instances per Modality in each study sent (CR, SR, OT: the Secondary Capture). Studies
+    are read first: every series they name is then in the series read after them."""
+    studies = httpx.get(f"{orthanc.url}/studies?expand", timeout=120).json()
     series = {s["ID"]: s for s in httpx.get(f"{orthanc.url}/series?expand", timeout=120).json()}
     found: dict[str, Counter] = {}
-    for study in httpx.get(f"{orthanc.url}/studies?expand", timeout=120).json():
+    for study in studies:
         counts: Counter = Counter()
         for series_id in study["Series"]:
             counts[series[series_id]["MainDicomTags"].get("Modality", "")] += len(
@@ -331,7 +333,15 @@ def wait_until(condition: Callable[[], bool], timeout: float) -> bool:
     return True
 
 
-def audit_check(home: Path, actors: set[str], expected: int) -> dict:
+@dataclass(frozen=True)
+class AuditOutcome:
+    intact: bool
+    rows: int  # every row of the chain, the gateway's and the CLI's included
+    protected_rows: int  # rows whose actor is one of the load's users
+    reason: str | None
+
+
+def audit_check(home: Path, actors: set[str], expected: int) -> AuditOutcome:
     trail = AuditTrail(home)
 
     def protected_rows() -> int:
@@ -339,11 +349,64 @@ def audit_check(home: Path, actors: set[str], expected: int) -> dict:
 
     wait_until(lambda: protected_rows() >= expected, AUDIT_TIMEOUT_S)
     verified = trail.verify()
-    return {"intact": verified.ok, "rows": verified.rows, "protected_rows": protected_rows(),
-            "protected_requests": expected, "reason": verified.reason}
+    return AuditOutcome(verified.ok, verified.rows, protected_rows(), verified.reason)
 
 
-def run(minutes: int, warmup: int, scratch: Path) -> dict:
+@dataclass(frozen=True)
+class Report:
+    table: list[Minute]
+    after_last_minute: Minute  # requests that finished once the last minute was over
+    warmup_minutes: int
+    sent: dict[str, int]
+    error_examples: list[str]
+    survivors: bool  # every service process still the one started
+    audit: AuditOutcome
+    protected_requests: int
+    results: dict[str, Counter]  # instances per Modality in each study sent
+
+    @property
+    def errors(self) -> int:
+        return sum(minute.errors for minute in self.table) + self.after_last_minute.errors
+
+    @property
+    def rss_growth(self) -> dict[str, float]:
+        return growth(self.table, self.warmup_minutes)
+
+    @property
+    def missing(self) -> list[str]:
+        return incomplete(self.results)
+
+    @property
+    def duplicated(self) -> list[str]:
+        return [uid for uid, counts in self.results.items()
+                if counts["SR"] > 1 or counts["OT"] > 1]
+
+    @property
+    def checks(self) -> dict[str, bool]:
+        judged = [g for name, g in self.rss_growth.items() if name != "orthanc"]
+        return {
+            "no errors": self.errors == 0,
+            "no service process died or restarted": self.survivors,
+            f"RSS growth <= {MAX_GROWTH:.0%} after warm-up": all(g <= MAX_GROWTH for g in judged),
+            "audit chain intact": self.audit.intact,
+            "one audit row per protected request":
+                self.audit.protected_rows == self.protected_requests,
+            "every instance has its SR and SC": not self.missing,
+            "no result twice": not self.duplicated,
+        }
+
+    def to_json(self) -> dict:
+        return {"table": [{**asdict(m), "requests": m.requests, "errors": m.errors}
+                          for m in self.table],
+                "after_last_minute": asdict(self.after_last_minute), "sent": self.sent,
+                "errors": self.errors, "error_examples": self.error_examples,
+                "warmup_minutes": self.warmup_minutes, "rss_growth": self.rss_growth,
+                "audit": asdict(self.audit), "protected_requests": self.protected_requests,
+                "instances": len(self.results), "missing_results": len(self.missing),
+                "duplicated_results": len(self.duplicated), "checks": self.checks}
+
+
+def run(minutes: int, warmup: int, scratch: Path) -> Report:
     home = scratch / "home"
     gateway_port = free_port()
     orthanc = local.start(scratch / "orthanc", free_port(), free_port(), gateway_port)
@@ -370,7 +433,6 @@ def run(minutes: int, warmup: int, scratch: Path) -> dict:
         finally:
             load.join()
         survivors = all(process.is_running() for process in processes.values())
-        tail = recorder.minute(minutes + 1, {})  # requests that finished after the last minute
         print(f"\nsent: {dict(recorder.sent)}; waiting for the gateway to deliver "
               f"{len(load.studies_sent)} studies' results", flush=True)
         results: dict[str, Counter] = {}
@@ -380,51 +442,31 @@ def run(minutes: int, warmup: int, scratch: Path) -> dict:
             return not incomplete(results)
 
         wait_until(delivered, DRAIN_TIMEOUT_S)
-        protected = sum(n for route, n in recorder.sent.items()
-                        if next(r for r in ROUTES if r.name == route).protected)
+        protected = sum(recorder.sent[route.name] for route in ROUTES if route.protected)
         audit = audit_check(home, {f"test-{role}" for role in ("radiologist", "pharmacist")},
                             protected)
     finally:
         for part in (service, gateway, orthanc):
             if part is not None:
                 part.stop()
-    errors = sum(m.errors for m in table) + tail.errors
-    rss_growth = growth(table, warmup)
-    judged = {name: g for name, g in rss_growth.items() if name != "orthanc"}
-    missing = incomplete(results)
-    duplicated = [uid for uid, counts in results.items() if counts["SR"] > 1 or counts["OT"] > 1]
-    checks = {
-        "no errors": errors == 0,
-        "no service process died or restarted": survivors,
-        f"RSS growth <= {MAX_GROWTH:.0%} after warm-up": all(g <= MAX_GROWTH
-                                                             for g in judged.values()),
-        "audit chain intact": audit["intact"],
-        "one audit row per protected request": audit["protected_rows"] == protected,
-        "every instance has its SR and SC": not missing,
-        "no result twice": not duplicated,
-    }
-    return {"minutes": minutes, "warmup_minutes": warmup, "table": [
-        {**asdict(m), "requests": m.requests, "errors": m.errors} for m in table],
-        "after_last_minute": asdict(tail), "sent": dict(recorder.sent), "errors": errors,
-        "error_examples": recorder.error_examples, "rss_growth": rss_growth, "audit": audit,
-        "instances": len(results), "missing_results": len(missing),
-        "duplicated_results": len(duplicated), "checks": checks}
+    return Report(table, recorder.minute(minutes + 1, {}), warmup, dict(recorder.sent),
+                  recorder.error_examples, survivors, audit, protected, results)
 
 
-def print_summary(report: dict) -> None:
+def print_summary(report: Report) -> None:
     print("\nminute  requests  errors  " + "  ".join(
         f"{route.name} p50/p99 ms" for route in ROUTES))
-    for row in report["table"]:
-        cells = [f"{_ms(r['p50_ms'])}/{_ms(r['p99_ms'])}" for r in row["routes"]]
-        print(f"{row['minute']:>6}{row['requests']:>10}{row['errors']:>8}  "
+    for row in report.table:
+        cells = [f"{_ms(r.p50_ms)}/{_ms(r.p99_ms)}" for r in row.routes]
+        print(f"{row.minute:>6}{row.requests:>10}{row.errors:>8}  "
               + "  ".join(f"{cell:>{len(route.name) + 11}}" for cell, route in zip(cells, ROUTES)))
-    print(f"\nRSS growth after warm-up: {report['rss_growth']}")
-    print(f"audit: {report['audit']}")
-    print(f"instances sent {report['instances']}, without SR or SC {report['missing_results']}, "
-          f"with a result twice {report['duplicated_results']}")
-    for example in report["error_examples"]:
+    print(f"\nRSS growth after warm-up: {report.rss_growth}")
+    print(f"audit: {report.audit}, protected requests sent {report.protected_requests}")
+    print(f"instances sent {len(report.results)}, without SR or SC {len(report.missing)}, "
+          f"with a result twice {len(report.duplicated)}")
+    for example in report.error_examples:
         print(f"error: {example}")
-    for check, passed in report["checks"].items():
+    for check, passed in report.checks.items():
         print(f"{'PASS' if passed else 'FAIL'}  {check}")
 
 
@@ -446,8 +488,8 @@ def main() -> int:
             report = run(args.minutes, args.warmup_minutes, Path(scratch))
     print_summary(report)
     if args.json:
-        args.json.write_text(json.dumps(report, indent=1) + "\n")
-    return 0 if all(report["checks"].values()) else 1
+        args.json.write_text(json.dumps(report.to_json(), indent=1) + "\n")
+    return 0 if all(report.checks.values()) else 1
 
 
 if __name__ == "__main__":
