@@ -145,17 +145,20 @@ def wait_for(condition: Callable[[], object], timeout: float, what: str):
 
 
 class Webhook:
-    """An HTTP server on loopback keeping the JSON bodies POSTed to it."""
+    """An HTTP server on loopback answering every POST with `status`, keeping each request's
+    headers and body (a webhook, or a STOW-RS origin at `url` + "/studies")."""
 
-    def __init__(self) -> None:
+    def __init__(self, status: int = 204) -> None:
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-        received = self.received = []
+        requests = self.requests = []
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
-                received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-                self.send_response(204)
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                requests.append((self.path, dict(self.headers), body))
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
                 self.end_headers()
 
             def log_message(self, *args) -> None:
@@ -165,6 +168,11 @@ class Webhook:
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}/hook"
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
 
+    @property
+    def received(self) -> list[dict]:
+        """The JSON bodies POSTed."""
+        return [json.loads(body) for _, _, body in self.requests]
+
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
@@ -173,8 +181,9 @@ class Webhook:
 class GatewayProcess:
     """`python -m clinassist.serving.gateway serve` in its own process group, logging to a file."""
 
-    def __init__(self, home: Path, port: int, calling: str = PACS) -> None:
-        self.home, self.port, self.calling = home, port, calling
+    def __init__(self, home: Path, port: int, calling: str = PACS,
+                 env: dict[str, str] | None = None) -> None:
+        self.home, self.port, self.calling, self.env = home, port, calling, env or {}
         self.process: subprocess.Popen | None = None
 
     def start(self) -> "GatewayProcess":
@@ -182,7 +191,7 @@ class GatewayProcess:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "clinassist.serving.gateway", "serve"], cwd=self.home,
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                env={**os.environ, "CLINASSIST_HOME": str(self.home)})
+                env={**os.environ, "CLINASSIST_HOME": str(self.home), **self.env})
         wait_for(lambda: self.process.poll() is not None
                  or echo(self.port, calling=self.calling) == SUCCESS, 60,
                  "the gateway to answer C-ECHO")

@@ -301,6 +301,12 @@ class GatewayConfig:
                 or not 0 < self.backoff_s <= self.max_backoff_s):
             raise ConfigError("workers and max_attempts must be at least 1, and "
                               "0 < backoff_s <= max_backoff_s")
+        over_tls = [str(d) for d in self.destinations
+                    if isinstance(d, CStoreDestination) and d.tls]
+        if over_tls and self.tls is None:
+            raise ConfigError(f"destinations {over_tls} use TLS but there are no tls settings; "
+                              "add \"tls\": {\"certificate\": ..., \"private_key\": ..., "
+                              "\"ca_certificates\": ...}")
 
     @classmethod
     def from_dict(cls, values: dict) -> "GatewayConfig":
@@ -336,5 +342,6 @@ class GatewayConfig:
 
     def credentials(self) -> list[Credentials]:
         """Every credential the settings name (each must resolve before the gateway starts)."""
-        found = [d.auth for d in self.destinations if getattr(d, "auth", None) is not None]
+        found = [d.auth for d in self.destinations
+                 if isinstance(d, (StowRsDestination, WebhookDestination)) and d.auth]
         return found + ([self.orthanc.auth] if self.orthanc and self.orthanc.auth else [])

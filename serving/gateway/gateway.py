@@ -16,6 +16,7 @@ from clinassist.serving.gateway.config import GatewayConfig
 from clinassist.serving.gateway.intake import Intake
 from clinassist.serving.gateway.queue import Backoff, JobQueue
 from clinassist.serving.gateway.scp import StorageSCP
+from clinassist.serving.gateway.tls import client_context
 from clinassist.serving.gateway.worker import Worker
 from clinassist.serving.gateway.worklist import Worklist, max_wait_from_env
 from clinassist.serving.security import AuditTrail
@@ -41,7 +42,8 @@ class Gateway:
         self.queue = open_queue(home, config)
         pipeline = Pipeline(self.models.describe(home), self._infer)
         self.worker = Worker(home, config.ae_title, config.destinations, pipeline, self.queue,
-                             Worklist(home, max_wait_from_env()))
+                             Worklist(home, max_wait_from_env()),
+                             client_context(config.tls) if config.tls else None)
         for credentials in config.credentials():
             credentials.resolve()  # a missing environment variable stops the start, not a job
         audit = AuditTrail(home)

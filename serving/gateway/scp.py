@@ -22,6 +22,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 from clinassist.serving.gateway.config import GatewayConfig
 from clinassist.serving.gateway.inspection import Refused, StoreStatus
 from clinassist.serving.gateway.intake import Intake
+from clinassist.serving.gateway.tls import server_context
 from clinassist.serving.security import AuditTrail
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,8 @@ RADIOGRAPH_STORAGE = (ComputedRadiographyImageStorage, DigitalXRayImageStorageFo
 
 class StorageSCP:
     """Accepts associations only from `config.allowed_calling_ae_titles`, addressed to
-    `config.ae_title`, and hands each instance to the intake."""
+    `config.ae_title` (over TLS only, with `config.tls`), and hands each instance to the
+    intake."""
 
     def __init__(self, config: GatewayConfig, intake: Intake, audit: AuditTrail) -> None:
         self.config, self.intake, self.audit = config, intake, audit
@@ -50,6 +52,7 @@ class StorageSCP:
             ae.add_supported_context(sop_class, ALL_TRANSFER_SYNTAXES)
         self._server = ae.start_server(
             (self.config.host, self.config.port), block=False,
+            ssl_context=server_context(self.config.tls) if self.config.tls else None,
             evt_handlers=[(evt.EVT_C_ECHO, lambda event: StoreStatus.SUCCESS),
                           (evt.EVT_C_STORE, self._store), (evt.EVT_REJECTED, self._rejected)])
 

@@ -1,18 +1,21 @@
-"""Send result objects to a destination: C-STORE (PS3.4 B.2) over one association, or
-STOW-RS (PS3.18 10.5) in one multipart request."""
+"""Send result objects to a destination: C-STORE (PS3.4 B.2) over one association (over TLS
+for a destination marked so), or STOW-RS (PS3.18 10.5) in one multipart request, with the
+destination's credentials."""
 
 from __future__ import annotations
 
+import ssl
 import uuid
 from io import BytesIO
+from typing import Any
 
 import httpx
 from pydicom import dcmread
 from pynetdicom import AE
 
 from clinassist.errors import ClinassistError
-from clinassist.serving.gateway.config import (CStoreDestination, Destination, StowRsDestination,
-                                    WebhookDestination)
+from clinassist.serving.gateway.config import (CStoreDestination, StowRsDestination,
+                                               WebhookDestination)
 
 # PS3.4 Table B.2-1: 0000 success; B000, B007, B006 warnings (stored, with coercion).
 STORED = {0x0000, 0xB000, 0xB006, 0xB007}
@@ -24,25 +27,32 @@ class DeliveryError(ClinassistError):
 
 
 def send(calling_ae_title: str, destination: CStoreDestination | StowRsDestination,
-         objects: list[bytes]) -> None:
-    """Store every object (a DICOM file's bytes); raises DeliveryError unless all were stored."""
+         objects: list[bytes], tls: ssl.SSLContext | None = None) -> None:
+    """Store every object (a DICOM file's bytes); raises DeliveryError unless all were stored.
+    `tls` is the client context for C-STORE destinations marked `tls`."""
     if isinstance(destination, StowRsDestination):
         stow_rs(destination, objects)
     else:
-        c_store(calling_ae_title, destination, objects)
+        c_store(calling_ae_title, destination, objects, tls)
 
 
-def c_store(calling_ae_title: str, destination: CStoreDestination, objects: list[bytes]) -> None:
+def c_store(calling_ae_title: str, destination: CStoreDestination, objects: list[bytes],
+            tls: ssl.SSLContext | None = None) -> None:
     datasets = [dcmread(BytesIO(data)) for data in objects]
     ae = AE(ae_title=calling_ae_title)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = TIMEOUT_S
     for ds in datasets:
         ae.add_requested_context(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID)
-    association = ae.associate(destination.host, destination.port, ae_title=destination.ae_title)
+    if destination.tls and tls is None:
+        raise DeliveryError(f"{destination} is a TLS destination and the gateway has no tls "
+                            "settings; add them to gateway.json")
+    association = ae.associate(destination.host, destination.port, ae_title=destination.ae_title,
+                               tls_args=(tls, destination.host) if destination.tls else None)
     if not association.is_established:
-        raise DeliveryError(f"{destination} refused or did not answer the association; "
-                            "check that it is running and accepts our AE title "
-                            f"{calling_ae_title}")
+        remedy = (", trusts our certificate, and has one signed by our CA" if destination.tls
+                  else "")
+        raise DeliveryError(f"{destination} refused or did not answer the association; check "
+                            f"that it is running, accepts our AE title {calling_ae_title}{remedy}")
     try:
         for ds in datasets:
             status = association.send_c_store(ds)
@@ -73,7 +83,14 @@ def post_json(destination: WebhookDestination, payload: dict) -> None:
     _post(destination, destination.url, {"json": payload}, accepted=range(200, 300))
 
 
-def _post(destination: Destination, url: str, request: dict, accepted: range) -> None:
+def _post(destination: StowRsDestination | WebhookDestination, url: str, request: dict[str, Any],
+          accepted: range) -> None:
+    """POST with the destination's credentials (never in a message: a DeliveryError names the
+    destination by its URL, which holds none)."""
+    if destination.auth is not None:
+        credentials = destination.auth.httpx_options()
+        request = {**request, **credentials,
+                   "headers": {**request.get("headers", {}), **credentials.get("headers", {})}}
     try:
         answer = httpx.post(url, timeout=TIMEOUT_S, **request)
     except httpx.HTTPError as error:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import ssl
 import traceback
 from collections.abc import Sequence
 from dataclasses import replace
@@ -38,8 +39,11 @@ class Worker:
     """Triage and delivery steps over a shared queue; several may run in threads."""
 
     def __init__(self, home: Path, ae_title: str, destinations: tuple[Destination, ...],
-                 pipeline: Pipeline, queue: JobQueue, worklist: Worklist) -> None:
-        self.ae_title, self.destinations = ae_title, destinations
+                 pipeline: Pipeline, queue: JobQueue, worklist: Worklist,
+                 tls: ssl.SSLContext | None = None) -> None:
+        self.ae_title, self.destinations, self.tls = ae_title, destinations, tls
+        # A delivery names its destination as written; the configured one carries its options.
+        self._configured = {str(d): d for d in destinations}
         self.pipeline, self.queue, self.worklist = pipeline, queue, worklist
         self.results = ResultStore(home / "results")
         self.audit = AuditTrail(home)
@@ -95,11 +99,12 @@ class Worker:
         try:
             objects = [self._result(delivery.result_id, kind) for kind in RESULT_KINDS]
             patients = [str(dcmread(BytesIO(objects[0])).get("PatientID", ""))]
-            destination = parse_destination(delivery.destination)
+            destination = (self._configured.get(delivery.destination)
+                           or parse_destination(delivery.destination))
             if isinstance(destination, WebhookDestination):
                 post_json(destination, self._report(delivery.result_id, patients[0]))
             else:
-                send(self.ae_title, destination, objects)
+                send(self.ae_title, destination, objects, self.tls)
         except Exception as error:  # the destination is down, refuses, or times out: retry
             dead = self.queue.delivery_failed(delivery.job_id, delivery.destination,
                                               _describe(error))
