@@ -19,6 +19,7 @@ from __future__ import annotations
 import io
 import json
 import threading
+from contextlib import contextmanager
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -418,10 +419,17 @@ def _reject_code(answer: object) -> str | None:
     return None
 
 
-def configure_pydicom() -> None:
-    """Let the strategies build datasets whose values break their VR (the point of them)."""
-    pydicom_config.settings.writing_validation_mode = pydicom_config.IGNORE
-    pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
+@contextmanager
+def values_unchecked():
+    """Let the strategies build datasets whose values break their VR (the point of them), and
+    put pydicom's checks back afterwards for the rest of the test session."""
+    settings = pydicom_config.settings
+    before = settings.writing_validation_mode, settings.reading_validation_mode
+    settings.writing_validation_mode = settings.reading_validation_mode = pydicom_config.IGNORE
+    try:
+        yield
+    finally:
+        settings.writing_validation_mode, settings.reading_validation_mode = before
 
 
 def _campaign(strategy: st.SearchStrategy, count: int, seed_value: int, concurrency: int,
@@ -451,7 +459,6 @@ def _campaign(strategy: st.SearchStrategy, count: int, seed_value: int, concurre
 def fuzz_triage(base_url: str, headers: dict, kind: str, count: int, seed_value: int = 0,
                 concurrency: int = 2, timeout: float = 120) -> Tally:
     """`count` Hypothesis-generated requests of one kind (`TRIAGE_KINDS`) to the triage route."""
-    configure_pydicom()
     tally = Tally()
     local = threading.local()
 
@@ -468,7 +475,8 @@ def fuzz_triage(base_url: str, headers: dict, kind: str, count: int, seed_value:
         tally.record(what, response.status_code, response.headers.get("content-type", ""),
                      response.content)
 
-    _campaign(triage_requests(kind), count, seed_value, concurrency, send)
+    with values_unchecked():
+        _campaign(triage_requests(kind), count, seed_value, concurrency, send)
     return tally
 
 

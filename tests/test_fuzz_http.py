@@ -16,8 +16,8 @@ OPERATION_INPUTS = 20  # per OpenAPI operation
 FUZZED_ROUTES = {"POST /v1/medication/risk", "POST /v1/medication/risk/fhir",
                  "GET /v1/cds-services", "POST /v1/cds-services/{service_id}",
                  "POST /v1/cds-services/{service_id}/feedback",
-                 "GET /v1/imaging/results/{result_id}", "GET /v1/imaging/results/{result_id}/{kind}",
-                 "GET /v1/worklist"}
+                 "GET /v1/imaging/results/{result_id}",
+                 "GET /v1/imaging/results/{result_id}/{kind}", "GET /v1/worklist"}
 
 
 def assert_still_ready_and_discreet(service) -> None:
