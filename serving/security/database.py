@@ -80,6 +80,17 @@ def connect(path: Path, *, read_only: bool = False, remedy: str = RESTORE) -> sq
     return connection
 
 
+def _create_private(path: Path) -> None:
+    """Create `path`, empty and mode 0600, unless it exists. An existing database is never
+    opened outside SQLite: closing any descriptor of a file drops every POSIX lock the process
+    holds on it, SQLite's included, and another process may then checkpoint and delete the WAL
+    under it (https://www.sqlite.org/howtocorrupt.html, section 2.2)."""
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        pass
+
+
 def private_dir(path: Path) -> Path:
     """Create `path` (mode 0700) if missing and return it."""
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -100,7 +111,7 @@ class Database:
             raise DatabaseUnavailable(f"{path} is missing, but {required_because}: {RESTORE}")
         with named_errors(path):
             private_dir(path.parent)
-            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+            _create_private(path)
             connection = self._connection()
             connection.execute("PRAGMA journal_mode = WAL")
             connection.executescript(schema)
