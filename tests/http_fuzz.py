@@ -307,7 +307,8 @@ class TriageRequest:
 
 BOUNDARY = st.text(st.sampled_from("abcdefghijklmnopqrstuvwxyz0123456789'()+_,-./:=?"),
                    min_size=1, max_size=40).filter(lambda b: not b.endswith(" "))
-HEADER_TEXT = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=40)
+HEADER_TEXT = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E),  # what HTTP can
+                      max_size=40).map(str.strip)  # carry: h11 refuses to send " x " at all
 INCLUDE = st.sampled_from(["", "?include=sr", "?include=sc", "?include=sr,sc", "?include=xx",
                            "?include=", "?include=sr,,sc", "?include=%00"])
 
