@@ -23,8 +23,8 @@ from pathlib import Path
 import psutil
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
-STOP_DEADLINE_S = 9.0  # then SIGKILL: supervisors such as systemd or Kubernetes allow 10 s or more
-_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+STOP_DEADLINE_S = 8.0  # then SIGKILL, inside the 10 s a supervisor (systemd, Kubernetes) allows
+_PR_SET_PDEATHSIG, _PR_SET_CHILD_SUBREAPER = 1, 36  # linux/prctl.h
 
 
 def stop_group(process: subprocess.Popen, timeout: float = 20) -> None:
@@ -53,12 +53,16 @@ def supervise(programs: Sequence[Program], deadline_s: float = STOP_DEADLINE_S) 
     return once every descendant has exited: 0 when they all stopped by themselves in time,
     else the first required program's failing exit status (1 if some had to be killed)."""
     signals = _SignalPipe()
+    # Orphans below (a worker whose server was killed) become our children, so waiting for
+    # them also collects them, whichever process 1 this machine has.
+    _prctl(_PR_SET_CHILD_SUBREAPER, 1)
     children = {program.name: (program, _start(program)) for program in programs}
     status = 0
     while children:
         received = signals.next()
         if received in STOP_SIGNALS:
             return _stop(children, received, deadline_s) or status
+        _collect_orphans({process.pid for _, process in children.values()})
         for name, (program, process) in list(children.items()):
             if process.poll() is None:
                 continue
@@ -93,7 +97,7 @@ def _start(program: Program) -> subprocess.Popen:
     and told to stop if the supervisor dies without stopping it (SIGKILL, a crash)."""
 
     def in_child() -> None:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
     return subprocess.Popen(list(program.command), env=program.env, cwd=program.cwd,
                             start_new_session=True, preexec_fn=in_child)
@@ -122,6 +126,20 @@ def _stop(children: dict[str, tuple[Program, subprocess.Popen]], signum: int,
     _say(f"stopped {', '.join(children) or 'nothing left'} on {signal.Signals(signum).name} "
          f"in {time.monotonic() - began:.1f} s")
     return 1 if alive else 0
+
+
+def _collect_orphans(ours: set[int]) -> None:
+    """Reap the exited processes that came to us as orphans (our own children Popen reaps)."""
+    for child in psutil.Process().children():
+        try:
+            if child.pid not in ours and child.status() == psutil.STATUS_ZOMBIE:
+                os.waitpid(child.pid, os.WNOHANG)
+        except (psutil.NoSuchProcess, ChildProcessError):
+            continue
+
+
+def _prctl(option: int, value: int) -> None:
+    ctypes.CDLL(None, use_errno=True).prctl(option, value)
 
 
 def _processes_below(processes) -> list[psutil.Process]:
