@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
 import tempfile
 import threading
@@ -43,7 +45,7 @@ from pynetdicom import AE
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 import service_process  # noqa: E402
 from service_process import free_port  # noqa: E402
-from test_gateway_support import GatewayProcess, write_config  # noqa: E402
+from test_gateway_support import GatewayProcess, echo, write_config  # noqa: E402
 
 from clinassist.config import data_dir  # noqa: E402
 from clinassist.serving.gateway.orthanc import local  # noqa: E402
@@ -54,6 +56,7 @@ RSS_SAMPLE_S = 5  # resident memory is read this often; each minute reports the 
 DRAIN_TIMEOUT_S = 600  # for the gateway to deliver what Orthanc routed to it
 AUDIT_TIMEOUT_S = 60  # rows are written once a response has been sent
 HTTP_TIMEOUT_S = 120
+START_TIMEOUT_S = 600  # for the gateway and the service to answer (a shared machine is slow)
 MIB = 1 << 20
 SIGN = "/v1/cds-services/clinassist-medication-order-sign"
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
@@ -406,6 +409,23 @@ class Report:
                 "duplicated_results": len(self.duplicated), "checks": self.checks}
 
 
+def start_gateway(home: Path, port: int) -> GatewayProcess:
+    """`clinassist gateway serve` on `home`, once it answers C-ECHO."""
+    gateway = GatewayProcess(home, port, calling="ORTHANC")
+    with open(home / "gateway.log", "a") as log:
+        gateway.process = subprocess.Popen(
+            [*service_process.CLI, "gateway", "serve"], cwd=home, stdout=log,
+            stderr=subprocess.STDOUT, start_new_session=True,
+            env={**os.environ, "CLINASSIST_HOME": str(home)})
+    wait_until(lambda: gateway.process.poll() is not None
+               or echo(port, calling="ORTHANC") == 0, START_TIMEOUT_S)
+    if gateway.process.poll() is not None or echo(port, calling="ORTHANC") != 0:
+        gateway.stop()
+        log = (home / "gateway.log").read_text()[-2000:]
+        raise RuntimeError(f"the gateway did not start: {log}")
+    return gateway
+
+
 def run(minutes: int, warmup: int, scratch: Path) -> Report:
     home = scratch / "home"
     gateway_port = free_port()
@@ -415,8 +435,8 @@ def run(minutes: int, warmup: int, scratch: Path) -> Report:
         write_config(home, allowed_calling_ae_titles=["ORTHANC"], port=gateway_port,
                      destinations=[f"ORTHANC@127.0.0.1:{orthanc.dicom_port}"],
                      orthanc={"url": orthanc.url}, workers=2, backoff_s=1, max_backoff_s=10)
-        gateway = GatewayProcess(home, gateway_port, calling="ORTHANC").start()
-        service = service_process.start(home)
+        gateway = start_gateway(home, gateway_port)
+        service = service_process.start(home, timeout=START_TIMEOUT_S)
         processes = service_processes(service, gateway, orthanc)
         recorder = Recorder(time.monotonic())
         load = Load(service, orthanc, recorder)
