@@ -16,7 +16,7 @@ import torch
 from clinassist.errors import ClinassistError
 from clinassist.training.cxr_model import CxrEnsemble, CxrNet
 
-ARCHITECTURE_KEYS = ("image_size", "widths", "max_pool", "folded_batch_norms")
+ARCHITECTURE_KEYS = ("image_size", "widths", "max_pool", "equalize", "folded_batch_norms")
 
 
 class InitError(ClinassistError):
@@ -39,8 +39,8 @@ def source_config(source: Path, member: int = 0) -> dict:
     else:
         raise InitError(f"{source} is neither a training run (final/config.yaml) nor a model "
                         "bundle (metadata.json)")
-    return {key: cfg.get(key, False if key in ("max_pool", "folded_batch_norms") else None)
-            for key in ARCHITECTURE_KEYS}
+    flags = ("max_pool", "equalize", "folded_batch_norms")
+    return {key: cfg.get(key, False if key in flags else None) for key in ARCHITECTURE_KEYS}
 
 
 def initial_state(source: Path, net: CxrNet, member: int = 0) -> dict[str, torch.Tensor]:

@@ -21,7 +21,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 from torch.utils.data import Dataset
 
-from clinassist.training import cxr_data, cxr_init, nih_adult_data
+from clinassist.training import cxr_data, cxr_init, nih_adult_data, site_data
 from clinassist.training.cxr_model import CxrNet
 from clinassist.training.cxr_populations import ADULT, PAEDIATRIC
 from clinassist.training.trainer import fit, load_config, load_weights, run_config
@@ -172,6 +172,12 @@ def prepare_data(cfg: dict, limit: int | None = None) -> PreparedData:
         val_targets.append(nih_adult_data.labels(adult_val))
         population.append(np.full(len(adult_val), ADULT))
         view.append(nih_adult_data.views(adult_val))
+    for recorded in cfg.get("site_data", []):  # site training patients only (see site_data)
+        pixels, targets = site_data.training_part(
+            recorded, KERMANY_SIZE, len(train_records),
+            cfg.get("site_share", site_data.SITE_SHARE), rng)
+        train_pixels.append(pixels)
+        train_targets.append(targets)
     return PreparedData(
         splits, adult_splits,
         RadiographDataset(np.concatenate(train_pixels), np.concatenate(train_targets),
@@ -188,7 +194,7 @@ def balanced_pos_weight(targets: np.ndarray) -> float:
 
 def build_net(cfg: dict, pos_weight: float = 1.0) -> CxrNet:
     net = CxrNet(cfg["image_size"], tuple(cfg["widths"]), pos_weight=pos_weight,
-                 max_pool=cfg.get("max_pool", False))
+                 max_pool=cfg.get("max_pool", False), equalize=cfg.get("equalize", False))
     if cfg.get("folded_batch_norms"):  # fine-tuned from a bundle member (see cxr_init)
         from clinassist.training.onnx_export import fold_batch_norms
 
@@ -198,15 +204,20 @@ def build_net(cfg: dict, pos_weight: float = 1.0) -> CxrNet:
 
 def train(config_path: Path | str, output: Path, resume: bool = False,
           limit: int | None = None, epochs: float | None = None,
-          init_from: Path | None = None, init_member: int = 0) -> Path:
+          init_from: Path | None = None, init_member: int = 0,
+          sites: list[Path] | None = None) -> Path:
     """Train and write `output/final/model.safetensors` plus `config.yaml`; return the run dir.
 
     With `init_from` (a run, or a bundle and one of its members), training starts from those
-    weights and takes their architecture; the config records where it started."""
+    weights and takes their architecture; the config records where it started. With `sites`
+    (site datasets from `clinassist dataset export`), each site's training patients are added
+    to every epoch; its held-out patients are never read (see `site_data`)."""
     overrides = {}
     if init_from is not None:
         overrides = {**cxr_init.source_config(init_from, init_member),
                      "init_from": str(init_from), "init_member": init_member}
+    if sites:  # site datasets: their training patients join the pooled training set
+        overrides["site_data"] = site_data.recorded_splits(sites)
     cfg = run_config(config_path, output, resume, epochs, overrides)
     data = prepare_data(cfg, limit)
     net = build_net(cfg, pos_weight=balanced_pos_weight(data.train.targets))
