@@ -104,7 +104,7 @@ def _check_resource_types(payload: object) -> None:
         if not isinstance(node, dict):
             continue
         kind = node.get("resourceType")
-        if kind is not None and not (isinstance(kind, str) and _is_fhir_type(kind)):
+        if "resourceType" in node and not (isinstance(kind, str) and _is_fhir_type(kind)):
             raise InvalidRequest(f"not a valid FHIR R4 Bundle: {where or 'the body'} has "
                                  f"resourceType {repr(kind)[:60]}, which is not a FHIR R4 type "
                                  "(Bundle, Patient, MedicationRequest, Observation, ...)")
@@ -200,12 +200,25 @@ def detected_issue(alert: dict, implicated: list[str], patient: str | None,
         "identifiedDateTime": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "implicated": [{"reference": reference} for reference in implicated],
         "detail": alert["text"],
-        "evidence": [{"code": [{"text": f"{alert['evidence']['kind']}: "
-                                        f"{alert['evidence']['source']} (KB {kb_version})"}]}],
+        "evidence": [{"code": [{"text": text}]} for text in evidence_texts(alert, kb_version)],
     }
     if patient:
         issue["patient"] = {"reference": patient}
     return DetectedIssue.model_validate(issue).model_dump(mode="json", exclude_none=True)
+
+
+def evidence_texts(alert: dict, kb_version: str) -> list[str]:
+    """The source of a fact; for a model prediction its label, probabilities and the known
+    interacting analogue pairs it rests on."""
+    evidence = alert["evidence"]
+    if "prediction" not in alert:
+        return [f"{evidence['kind']}: {evidence['source']} (KB {kb_version})"]
+    prediction = alert["prediction"]
+    return [f"{evidence['kind']}: {evidence['source']}, {prediction['label']} (P(interaction) "
+            f"{prediction['p_interaction']:.2f}; effect probability "
+            f"{prediction['type_probability']:.2f}; KB {kb_version})",
+            *(f"known interacting analogue from the training data: {' + '.join(a['drugs'])} "
+              f"(similarity {a['similarity']:.2f})" for a in prediction["analogues"])]
 
 
 def issues_bundle(result: dict, fhir_input: FhirInput) -> dict:
