@@ -92,7 +92,7 @@ def assert_each_instance_scored_once(orthanc: local.LocalOrthanc, study: str,
                                                    SecondaryCaptureImageStorage)]
         return found if min(counts) >= len(sources) else None
 
-    found = wait_for(complete, 120, f"{len(sources)} SRs and SCs in the study")
+    found = wait_for(complete, 300, f"{len(sources)} SRs and SCs in the study")
     assert {c: len(v) for c, v in found.items()} == {
         ComputedRadiographyImageStorage: len(sources), Comprehensive3DSRStorage: len(sources),
         SecondaryCaptureImageStorage: len(sources)}
@@ -103,13 +103,13 @@ def assert_each_instance_scored_once(orthanc: local.LocalOrthanc, study: str,
 
 def wait_all_done(home: Path, config: GatewayConfig, count: int) -> None:
     queue = open_queue(home, config)
-    wait_for(lambda: queue.counts() == {"done": count}, 180, f"{count} jobs done")
+    wait_for(lambda: queue.counts() == {"done": count}, 300, f"{count} jobs done")
 
 
 def mid_catch_up(home: Path, config: GatewayConfig) -> int:
     """Wait until catch-up has queued some but not all instances; how many it has."""
     queue = open_queue(home, config)
-    return wait_for(lambda: len(queue.jobs()) if 0 < len(queue.jobs()) < INSTANCES else 0, 60,
+    return wait_for(lambda: len(queue.jobs()) if 0 < len(queue.jobs()) < INSTANCES else 0, 120,
                     "catch-up under way")
 
 

@@ -136,7 +136,7 @@ def test_fuzzed_c_stores_all_get_a_status_the_scp_stays_up_and_the_log_names_no_
     assert tally.statuses[StoreStatus.SUCCESS] < FUZZED / 2 < sum(tally.statuses.values())
     assert echo(gateway.config.port) == StoreStatus.SUCCESS
     queue = open_queue(gateway.home, gateway.config)  # what was accepted is triaged too
-    wait_for(lambda: queue.backlog() == 0, 120, "every accepted instance triaged")
+    wait_for(lambda: queue.backlog() == 0, 300, "every accepted instance triaged")
     assert gateway.process.process.poll() is None
     log = gateway.log()
     assert "refused an instance from PACS: 0xC001" in log  # the fuzz reached the inspection

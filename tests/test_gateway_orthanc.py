@@ -62,7 +62,7 @@ def test_real_cr_sent_to_orthanc_comes_back_with_sr_and_sc_in_its_study(
 
         # The destination stores the objects before the gateway records their delivery: wait
         # for both states, the job done and Orthanc holding the SR and SC.
-        wait_for(lambda: gateway.queue.counts() == {"done": 1}, 60, "the job done")
+        wait_for(lambda: gateway.queue.counts() == {"done": 1}, 180, "the job done")
         found = wait_for(study_with_results, 30, "the SR and SC back in Orthanc")
         classes = sorted(i[SOP_CLASS_UID]["Value"][0] for i in found)
         assert classes == sorted([source.SOPClassUID, Comprehensive3DSRStorage,

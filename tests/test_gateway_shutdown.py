@@ -71,7 +71,7 @@ def test_a_signal_to_the_parent_stops_the_gateway_in_time_and_loses_no_acknowled
                                    env={**os.environ, "CLINASSIST_HOME": str(tmp_path)})
     try:
         wait_for(lambda: gateway.poll() is not None or echo(config.port) == StoreStatus.SUCCESS,
-                 60, "the gateway to answer C-ECHO")
+                 120, "the gateway to answer C-ECHO")
         instances = [radiograph(i) for i in range(INSTANCES)]
         signalled = threading.Event()
 

@@ -193,7 +193,7 @@ class GatewayProcess:
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                 env={**os.environ, "CLINASSIST_HOME": str(self.home), **self.env})
         wait_for(lambda: self.process.poll() is not None
-                 or echo(self.port, calling=self.calling) == SUCCESS, 60,
+                 or echo(self.port, calling=self.calling) == SUCCESS, 120,
                  "the gateway to answer C-ECHO")
         assert self.process.poll() is None, (self.home / "gateway.log").read_text()[-2000:]
         return self

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import os
@@ -56,6 +57,7 @@ def cmd_serve(args: argparse.Namespace) -> NoReturn:
         signal.signal(signum, stop)
     gateway = Gateway(home_dir(), load_config(args))
     gateway.start()
+    gc.freeze()  # the models and tables loaded live as long as the process: never walk them
     stopped.wait()
     logging.getLogger(__name__).info("%s received: stopping", received[0].name)
     gateway.stop()

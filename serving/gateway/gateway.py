@@ -3,7 +3,6 @@ pool of worker threads over one durable queue."""
 
 from __future__ import annotations
 
-import gc
 import logging
 import threading
 import time
@@ -113,4 +112,3 @@ def _read_standard_tables() -> None:
 
     for table in (get_sop_class_iod_map, get_iod_module_map, get_module_attribute_map):
         table()
-    gc.freeze()  # kept for the life of the process: the collector need not walk them again
