@@ -8,7 +8,8 @@ holds an SR and a Secondary Capture for every study. The gateway runs as `python
 clinassist.serving.gateway serve` in a scratch CLINASSIST_HOME. Prints sustained throughput
 (instances per minute), end-to-end time per instance (Orthanc's reception of the CR to its
 reception of the last result, 1 s resolution), results lost or duplicated (must be 0), and the
-gateway's share of the end-to-end time (its audit trail: receive to last delivery, queueing included).
+gateway's share of the end-to-end time (its audit trail: receive to last delivery, queueing
+included).
 """
 
 from __future__ import annotations
