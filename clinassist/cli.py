@@ -41,7 +41,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     from clinassist.training.cxr_train import train
 
     run = train(config, output, resume=args.resume, limit=args.limit, epochs=args.epochs,
-                init_from=args.init_from, init_member=args.init_member)
+                init_from=args.init_from, init_member=args.init_member, sites=args.data)
     print(json.dumps(calibrate([run]), indent=2))
 
 
@@ -192,6 +192,9 @@ def parser() -> argparse.ArgumentParser:
                             "(its architecture is taken too)")
     train.add_argument("--init-member", type=int, default=0,
                        help="cxr: which member of an ensemble bundle --init-from names")
+    train.add_argument("--data", type=Path, nargs="+", metavar="DIR",
+                       help="cxr: site datasets (`dataset export`) whose training patients join "
+                            "the public training data; their held-out patients never do")
     train.set_defaults(func=cmd_train)
 
     cal = commands.add_parser(
