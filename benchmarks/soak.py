@@ -259,8 +259,8 @@ def service_processes(service: service_process.Service, gateway: GatewayProcess,
         command = process.cmdline()
         if "--service-name" in command:
             name = f"bentoml worker ({command[command.index('--service-name') + 1]})"
-        elif "bentoml" in command and "serve" in command:
-            name = "bentoml serve"
+        elif "serve" in command and any("bentoml" in part for part in command):
+            name = "bentoml serve"  # `-m bentoml`, or the project's wrapper module
         else:
             name = "clinassist serve"
         named[name if name not in named else f"{name} {process.pid}"] = process
@@ -311,10 +311,10 @@ def growth(minutes: list[Minute], warmup: int) -> dict[str, float]:
 def results_in_orthanc(orthanc: local.LocalOrthanc, studies: list[str]) -> dict[str, Counter]:
     """Instances per Modality in each study sent (CR, SR, OT: the Secondary Capture). Studies
     are read first: every series they name is then in the series read after them."""
-    studies = httpx.get(f"{orthanc.url}/studies?expand", timeout=120).json()
+    stored = httpx.get(f"{orthanc.url}/studies?expand", timeout=120).json()
     series = {s["ID"]: s for s in httpx.get(f"{orthanc.url}/series?expand", timeout=120).json()}
     found: dict[str, Counter] = {}
-    for study in studies:
+    for study in stored:
         counts: Counter = Counter()
         for series_id in study["Series"]:
             counts[series[series_id]["MainDicomTags"].get("Modality", "")] += len(
