@@ -76,7 +76,9 @@ class Store:
         its meta declares when the gateway negotiates them; bytes without a readable file meta
         go whole, as an Explicit VR Little Endian CR."""
         (syntax, sop_class, instance), start = _split(payload)
-        return cls(sop_class if sop_class in RADIOGRAPH_CLASSES else ComputedRadiographyImageStorage,
+        if sop_class not in RADIOGRAPH_CLASSES:
+            sop_class = ComputedRadiographyImageStorage
+        return cls(sop_class,
                    instance if instance.replace(".", "").isdigit() and len(instance) <= 64
                    else generate_uid(),
                    syntax if syntax in TRANSFER_SYNTAXES else ExplicitVRLittleEndian,

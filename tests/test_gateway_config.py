@@ -90,8 +90,8 @@ def test_catch_up_from_orthanc_with_credentials_named_by_the_environment(monkeyp
     assert "s3cret" not in repr(config)
 
 
-@pytest.mark.parametrize("auth", [{"bearer": ""}, {"password": "p"}, {"bearer": "t", "username": "u"},
-                                  "token", {"bearer_env": 3}])
+@pytest.mark.parametrize("auth", [{"bearer": ""}, {"password": "p"},
+                                  {"bearer": "t", "username": "u"}, "token", {"bearer_env": 3}])
 def test_malformed_credentials_are_refused_with_the_forms_allowed(auth):
     with pytest.raises(ConfigError, match="credentials are"):
         GatewayConfig.from_dict({"allowed_calling_ae_titles": ["PACS"],

@@ -11,14 +11,12 @@ import socket
 import subprocess
 import sys
 import threading
-from pathlib import Path
 
 import pytest
 
 from clinassist.serving.gateway.config import GatewayConfig
 from clinassist.serving.gateway.gateway import open_queue
 from clinassist.serving.gateway.inspection import StoreStatus
-from service_process import free_port
 from test_gateway_support import echo, radiograph, send, wait_for, write_config
 
 SUPERVISOR_GRACE_S = 10

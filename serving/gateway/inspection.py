@@ -94,7 +94,8 @@ def inspect(data: bytes, sop_class_uid: str, sop_instance_uid: str,
         raise Refused(StoreStatus.DATA_SET_DOES_NOT_MATCH_SOP_CLASS,
                       "SOP Class UID differs from the request's")
     if ds.SOPInstanceUID != sop_instance_uid:
-        raise Refused(StoreStatus.INVALID_IDENTIFIERS, "SOP Instance UID differs from the request's")
+        raise Refused(StoreStatus.INVALID_IDENTIFIERS,
+                      "SOP Instance UID differs from the request's")
     _check_numbers(ds)
     _check_pixel_data(ds)
     return Inspected(str(ds.SOPInstanceUID), str(ds.get("PatientID") or ""))

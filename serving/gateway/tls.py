@@ -38,8 +38,9 @@ def _context(protocol: int, settings: TlsSettings) -> ssl.SSLContext:
         context.load_cert_chain(settings.certificate, settings.private_key)
     except (ssl.SSLError, OSError) as error:
         raise ConfigError(f"tls: the certificate {settings.certificate} and private key "
-                          f"{settings.private_key} cannot be used together ({error.__class__.__name__}"
-                          "); give a PEM certificate and its unencrypted PEM key") from None
+                          f"{settings.private_key} cannot be used together "
+                          f"({error.__class__.__name__}); give a PEM certificate and its "
+                          "unencrypted PEM key") from None
     try:
         context.load_verify_locations(cafile=settings.ca_certificates)
     except (ssl.SSLError, OSError) as error:
