@@ -20,7 +20,7 @@ import torch
 
 from clinassist.training import cxr_data
 from clinassist.training.cxr_export import load_ensemble
-from clinassist.training.cxr_model import CalibratedCxr, CxrEnsemble
+from clinassist.training.cxr_model import CxrEnsemble, ExportedCxr
 from clinassist.training.cxr_train import augmentations, build_net, default_config
 from clinassist.training.onnx_export import export_onnx, fold_batch_norms, store_weights_as_half
 
@@ -35,7 +35,7 @@ def best_seconds(fn, repeats: int) -> float:
     return min(timings)
 
 
-def inference_rates(model: CalibratedCxr, session, images: np.ndarray, batch: int,
+def inference_rates(model: ExportedCxr, session, images: np.ndarray, batch: int,
                     repeats: int) -> tuple[float, float]:
     x = images[:batch]
     tensor = torch.from_numpy(x)
@@ -45,7 +45,7 @@ def inference_rates(model: CalibratedCxr, session, images: np.ndarray, batch: in
             model(tensor)
 
     def onnx():
-        session.run(["probability", "cam"], {"image": x})
+        session.run(["logit", "cam"], {"image": x})
 
     return batch / best_seconds(eager, repeats), batch / best_seconds(onnx, repeats)
 
@@ -87,13 +87,13 @@ def main() -> None:
         cfgs = [default_config()]
         ensemble = fold_batch_norms(CxrEnsemble([build_net(cfgs[0])]).eval())
         weights = "untrained network of the default architecture"
-    model = CalibratedCxr(ensemble, 1.0).eval()
+    model = ExportedCxr(ensemble).eval()
     test = [r for r in cxr_data.read_manifest() if r.split == "test"][:64]
     images = cxr_data.load_pixels(test).astype(np.float32)[:, None]
 
     with tempfile.TemporaryDirectory() as folder:
         onnx_path = Path(folder) / "model.onnx"
-        export_onnx(model, onnx_path, ["probability", "cam"])
+        export_onnx(model, onnx_path, ["logit", "cam"])
         store_weights_as_half(onnx_path)
         session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
         sizes = " + ".join(f"{cfg['image_size']} px" for cfg in cfgs)
