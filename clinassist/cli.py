@@ -254,16 +254,20 @@ def parser() -> argparse.ArgumentParser:
 
     from clinassist.serving.deid.cli import register as register_deid
     from clinassist.serving.imaging.learning_cli import register as register_learning
+    from clinassist.serving.imaging.registry_cli import register as register_models
     from clinassist.serving.gateway.cli import register as register_gateway
     from clinassist.serving.medication.cli import register as register_medication
     from clinassist.serving.ops.cli import register as register_ops
     from clinassist.serving.security.cli import register as register_security
+    from clinassist.training.gate_cli import register as register_gate
 
     register_security(commands)
     register_medication(commands)
     register_gateway(commands)
     register_deid(commands)
     register_learning(commands)
+    register_gate(commands)
+    register_models(commands)
     register_ops(commands)
     return root
 

@@ -97,7 +97,8 @@ class TriageModel:
                  max_latency_ms=MAX_LATENCY_MS)
     def infer(self, images: list[np.ndarray]) -> list[dict]:
         return [{"logit": out["logit"], "cam": np.asarray(out["cam"]).tolist(),
-                 "qc": np.asarray(out["qc"]).tolist(), "batch_size": out["batch_size"]}
+                 "qc": np.asarray(out["qc"]).tolist(), "batch_size": out["batch_size"],
+                 "model_version": out["model_version"]}
                 for out in self.models.infer(images)]
 
 

@@ -43,7 +43,9 @@ class Service:
         stop_group(self.process)
 
 
-def start(home: Path, env: dict | None = None, timeout: float = 120) -> Service:
+def start(home: Path, env: dict | None = None, timeout: float = 120,
+          keys: dict[str, str] | None = None) -> Service:
+    """Start the service in `home`; with `keys` (a restart), its users exist already."""
     home.mkdir(parents=True, exist_ok=True)
     port = free_port()
     log = open(home / "service.log", "w")
@@ -51,7 +53,8 @@ def start(home: Path, env: dict | None = None, timeout: float = 120) -> Service:
                                stderr=subprocess.STDOUT, start_new_session=True,
                                env={**os.environ, "CLINASSIST_HOME": str(home), **(env or {})})
     service = Service(home, f"http://127.0.0.1:{port}", process)
-    for role in ROLES:
+    service.keys = dict(keys or {})
+    for role in ROLES if keys is None else ():
         added = cli(home, "users", "add", "--name", f"test-{role}", "--role", role)
         service.keys[role] = next(line for line in added.stdout.splitlines()
                                   if line.startswith("ca_"))

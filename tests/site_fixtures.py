@@ -23,7 +23,11 @@ class SiteStudy:
 
 
 def use_fixed_site_key(home: Path) -> None:
-    home.mkdir(parents=True, exist_ok=True)
+    """A new home whose site key is fixed (its empty audit trail made first, as a first start
+    makes it, so the key is not taken for the leftover of a lost trail)."""
+    from clinassist.serving.security import AuditTrail
+
+    AuditTrail(home)
     key = home / KEY_FILE
     key.write_bytes(hashlib.sha256(b"clinassist test site").digest()[:KEY_BYTES])
     key.chmod(0o600)

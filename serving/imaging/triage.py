@@ -17,11 +17,14 @@ import numpy as np
 from pydicom import Dataset
 
 from clinassist.bundle import Bundle, read_metadata
+from clinassist.config import home_dir
 from clinassist.errors import ClinassistError
 from clinassist.serving.dicom import (Finding, Limits, TriageResult, build_secondary_capture,
                                       build_sr, check_header, patient_age_years,
                                       radiograph_pixels, read_instance)
 from clinassist.serving.dicom.referable import check_referable
+from clinassist.serving.imaging.model_registry import (ProductionFollower, production_dir,
+                                                       version_metadata)
 from clinassist.serving.imaging.operating_points import (OperatingPoint, OperatingPoints,
                                                          population_caution)
 from clinassist.serving.imaging.site_calibration import ModelIdentity, SiteCalibrationStore
@@ -45,29 +48,39 @@ class ModelBusy(ClinassistError):
 
 
 class Models:
-    """The triage and pixel-QC bundles, run together over a batch of images."""
+    """The triage and pixel-QC bundles, run together over a batch of images. Loaded with
+    `load`, the triage bundle is the registry's production version, followed as it changes."""
 
-    def __init__(self, cxr: Bundle, qc: Bundle):
-        self.cxr, self.qc = cxr, qc
+    def __init__(self, cxr: Bundle, qc: Bundle, production: ProductionFollower | None = None):
+        self._cxr, self.qc, self._production = cxr, qc, production
 
     @classmethod
-    def load(cls, threads: int | None = None) -> "Models":
-        return cls(Bundle.load(CXR_BUNDLE, threads), Bundle.load(QC_BUNDLE, threads))
+    def load(cls, threads: int | None = None, home: Path | None = None) -> "Models":
+        production = ProductionFollower(home or home_dir(), threads)
+        return cls(production.bundle, Bundle.load(QC_BUNDLE, threads), production)
+
+    @property
+    def cxr(self) -> Bundle:
+        if self._production is not None:
+            self._cxr = self._production.current()
+        return self._cxr
 
     def infer(self, images: list[np.ndarray]) -> list[Inference]:
-        """Score every image; images of the same shape share one ONNX Runtime call."""
+        """Score every image; images of the same shape share one ONNX Runtime call. Each result
+        names the triage model version that scored it."""
+        cxr = self.cxr  # one version for the whole call, even if the registry changes meanwhile
         by_shape: dict[tuple, list[int]] = defaultdict(list)
         for index, image in enumerate(images):
             by_shape[image.shape].append(index)
         results: list[Inference] = [{} for _ in images]
         for indices in by_shape.values():
             batch = np.stack([images[i] for i in indices])[:, None].astype(np.float32)
-            scored = self.cxr.run(image=batch)
+            scored = cxr.run(image=batch)
             qc = self.qc.run(image=batch)["probabilities"]
             for row, index in enumerate(indices):
                 results[index] = {"logit": float(scored["logit"][row]),
                                   "cam": scored["cam"][row, 0], "qc": qc[row],
-                                  "batch_size": len(indices)}
+                                  "batch_size": len(indices), "model_version": cxr.version}
         return results
 
     def describe(self, home: Path) -> "Description":
@@ -82,10 +95,21 @@ class Description:
         self.model = {"name": cxr["name"], "version": cxr["version"]}
         self.qc_model = {"name": qc["name"], "version": qc["version"]}
         self.qc_classes: list[str] = qc["classes"]
-        self._cxr = cxr
+        self._cxr, self._qc, self._home = cxr, qc, home
         self._identity = ModelIdentity.of(cxr)
         self._site = SiteCalibrationStore(home, cxr["name"])
         self._points: tuple[int | None, OperatingPoints] | None = None
+        self._versions: dict[str, Description] = {cxr["version"]: self}
+
+    def of_version(self, version: str | None) -> "Description":
+        """The description of the triage model version that scored an image (the model service
+        follows the registry, so it may have moved on since this one was made)."""
+        if version is None:
+            return self
+        if version not in self._versions:
+            self._versions[version] = Description(version_metadata(self._home, version),
+                                                  self._qc, self._home)
+        return self._versions[version]
 
     def operating_points(self) -> OperatingPoints:
         """The bundle's points overlaid by the active site calibration (re-read when it changes)."""
@@ -97,8 +121,9 @@ class Description:
 
 
 def describe_bundles(home: Path) -> Description:
-    """`Description` of the committed bundles, reading only their metadata (no model loaded)."""
-    return Description(read_metadata(CXR_BUNDLE)[1], read_metadata(QC_BUNDLE)[1], home)
+    """`Description` of the production triage bundle and the QC bundle, reading only their
+    metadata (no model loaded)."""
+    return Description(read_metadata(production_dir(home))[1], read_metadata(QC_BUNDLE)[1], home)
 
 
 @dataclass
@@ -194,8 +219,9 @@ class Pipeline:
         """Raises `DicomRejection` for input that is not a usable DICOM instance."""
         clock = Stopwatch()
         assessed = await self.assess(data, clock)
-        point = self.description.operating_points().for_age(assessed.age_years)
-        result = self.result(assessed, point)
+        description = self.description.of_version(assessed.inference.get("model_version"))
+        point = description.operating_points().for_age(assessed.age_years)
+        result = self.result(assessed, point, description)
         triage = Triage(assessed.source, assessed.findings, result, assessed.pixel_qc,
                         batch_size=assessed.inference["batch_size"], operating_point=point)
         triage.sr = build_sr(assessed.source, result)
@@ -204,8 +230,9 @@ class Pipeline:
         triage.timings_ms = clock.laps
         return triage
 
-    def result(self, assessed: Assessment, point: OperatingPoint) -> TriageResult:
-        model = self.description.model
+    def result(self, assessed: Assessment, point: OperatingPoint,
+               description: Description | None = None) -> TriageResult:
+        model = (description or self.description).model
         blocking = [(f.code, f.message) for f in assessed.findings if f.blocking]
         cautions = [(f.code, f.message) for f in assessed.findings if not f.blocking]
         common = dict(threshold=point.threshold, model_name=model["name"],

@@ -1,0 +1,383 @@
+"""The model registry of the triage model: versioned bundles with stages, gates and rollback.
+
+Bundles are stored in BentoML's own model store (`CLINASSIST_HOME/bentoml/models/`, one model
+`cxr_pneumonia:<version>` per bundle: `bentoml models list` shows them, `bentoml models export`
+moves one to another site). BentoML has no stages, so stages and gate results are an
+append-only ledger beside it, `CLINASSIST_HOME/model_registry.db`: every stage change and every
+gate is a new row (SQLite triggers refuse UPDATE and DELETE), so a version's stage is its latest
+change and rollback returns to the production version before the current one.
+
+The services read only `model_registry/cxr_pneumonia/production.json` (written atomically after
+each change): the model service checks it before every batch and loads the version it names,
+so a promotion or rollback is served from the next request on, and after any restart. While the
+registry is empty the committed bundle (`models/cxr_pneumonia`) is production; the first change
+registers it, so a rollback can return to it even after the committed files are replaced.
+
+Writing imports BentoML; reading (the serving path) needs only the standard library.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+
+from clinassist.bundle import Bundle, file_sha256, read_metadata
+from clinassist.config import bundle_dir
+from clinassist.errors import ClinassistError
+from clinassist.serving.durable import write_synced
+from clinassist.serving.security.database import Database
+
+log = logging.getLogger(__name__)
+
+MODEL = "cxr_pneumonia"
+LEDGER_DB = "model_registry.db"
+POINTERS = "model_registry"
+PRODUCTION_FILE = "production.json"
+STORE = Path("bentoml", "models")  # BentoML's layout: BENTOML_HOME/models/<name>/<version>
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS versions (
+    model TEXT NOT NULL, version TEXT NOT NULL, sha256 TEXT NOT NULL,
+    path TEXT NOT NULL,            -- relative to the home
+    registered TEXT NOT NULL, registered_by TEXT NOT NULL, source TEXT NOT NULL,
+    PRIMARY KEY (model, version)
+);
+CREATE TABLE IF NOT EXISTS gates (
+    id INTEGER PRIMARY KEY, model TEXT NOT NULL, version TEXT NOT NULL, sha256 TEXT NOT NULL,
+    passed INTEGER NOT NULL, recorded TEXT NOT NULL, report TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS stage_changes (
+    id INTEGER PRIMARY KEY, model TEXT NOT NULL, version TEXT NOT NULL, stage TEXT NOT NULL,
+    kind TEXT NOT NULL,            -- see Kind
+    changed TEXT NOT NULL, actor TEXT NOT NULL, reason TEXT NOT NULL,
+    gate_id INTEGER, override INTEGER NOT NULL DEFAULT 0
+);
+CREATE TRIGGER IF NOT EXISTS versions_no_update BEFORE UPDATE ON versions
+BEGIN SELECT RAISE(ABORT, 'the model registry is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS versions_no_delete BEFORE DELETE ON versions
+BEGIN SELECT RAISE(ABORT, 'the model registry is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS gates_no_update BEFORE UPDATE ON gates
+BEGIN SELECT RAISE(ABORT, 'the model registry is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS gates_no_delete BEFORE DELETE ON gates
+BEGIN SELECT RAISE(ABORT, 'the model registry is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS stage_changes_no_update BEFORE UPDATE ON stage_changes
+BEGIN SELECT RAISE(ABORT, 'the model registry is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS stage_changes_no_delete BEFORE DELETE ON stage_changes
+BEGIN SELECT RAISE(ABORT, 'the model registry is append-only'); END;
+"""
+
+
+class Stage(StrEnum):
+    CANDIDATE = "candidate"
+    PRODUCTION = "production"
+    ARCHIVED = "archived"
+
+
+class Kind(StrEnum):
+    """Why a stage changed."""
+
+    REGISTERED = "registered"
+    INITIAL = "initial"  # the committed bundle, production of an empty registry
+    PROMOTED = "promoted"
+    ROLLED_BACK = "rolled back"  # production again: the one it replaced was rolled back
+    REPLACED = "replaced"  # archived when another became production
+
+
+class RegistryError(ClinassistError):
+    """A registry change that is not allowed or not possible (the message says why and what to do)."""
+
+
+@dataclass(frozen=True)
+class Gate:
+    id: int
+    passed: bool
+    sha256: str
+    recorded: str
+    reasons: list[str]
+
+
+@dataclass(frozen=True)
+class RegisteredVersion:
+    version: str
+    sha256: str
+    path: Path  # absolute
+    registered: str
+    source: str
+    stage: Stage
+    stage_changed: str
+    gate: Gate | None  # the latest gate of this model file
+
+    def as_json(self) -> dict:
+        return {"version": self.version, "stage": self.stage.value, "sha256": self.sha256,
+                "registered": self.registered, "source": self.source,
+                "stage_changed": self.stage_changed,
+                "gate": None if self.gate is None else {
+                    "passed": self.gate.passed, "recorded": self.gate.recorded,
+                    "reasons": self.gate.reasons}}
+
+
+@dataclass(frozen=True)
+class Change:
+    """A production change: what is served now and what was before."""
+
+    production: RegisteredVersion
+    previous: RegisteredVersion | None
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+def pointer_path(home: Path, model: str = MODEL) -> Path:
+    return home / POINTERS / model / PRODUCTION_FILE
+
+
+def production_dir(home: Path, model: str = MODEL) -> Path:
+    """The folder of the production bundle: the registry's, else the committed one. Needs no
+    database: this is what the services read."""
+    pointer = pointer_path(home, model)
+    if not pointer.is_file():
+        return bundle_dir(model)
+    return home / json.loads(pointer.read_text())["path"]
+
+
+def version_metadata(home: Path, version: str, model: str = MODEL) -> dict:
+    """The metadata of `version`: a registered one, or the committed bundle's own version."""
+    registered = home / STORE / model / version / "metadata.json"
+    if registered.is_file():
+        return json.loads(registered.read_text())
+    committed = read_metadata(bundle_dir(model))[1]
+    if committed["version"] == version:
+        return committed
+    raise RegistryError(f"{model} {version} is neither registered in {home} nor the committed "
+                        "bundle; `clinassist models list` shows the versions")
+
+
+class ModelRegistry:
+    def __init__(self, home: Path, model: str = MODEL) -> None:
+        self.home, self.model = home, model
+        self._db = Database(home / LEDGER_DB, SCHEMA)
+
+    # reading
+
+    def versions(self) -> list[RegisteredVersion]:
+        rows = self._db.query(
+            "SELECT v.*, s.stage, s.changed FROM versions v JOIN stage_changes s ON s.id = "
+            "(SELECT MAX(id) FROM stage_changes WHERE model = v.model AND version = v.version) "
+            "WHERE v.model = ? ORDER BY v.registered", (self.model,)).fetchall()
+        return [RegisteredVersion(row["version"], row["sha256"], self.home / row["path"],
+                                  row["registered"], row["source"], Stage(row["stage"]),
+                                  row["changed"], self._latest_gate(row["version"], row["sha256"]))
+                for row in rows]
+
+    def get(self, version: str) -> RegisteredVersion:
+        for registered in self.versions():
+            if registered.version == version:
+                return registered
+        known = ", ".join(v.version for v in self.versions()) or "none"
+        raise RegistryError(f"{self.model} {version} is not registered (registered: {known}); "
+                            "register a bundle with `clinassist gate cxr` or `models register`")
+
+    def production(self) -> RegisteredVersion | None:
+        return next((v for v in self.versions() if v.stage == Stage.PRODUCTION), None)
+
+    def history(self) -> list[dict]:
+        """Every stage change, oldest first."""
+        return [dict(row) for row in self._db.query(
+            "SELECT version, stage, kind, changed, actor, reason, gate_id, override "
+            "FROM stage_changes "
+            "WHERE model = ? ORDER BY id", (self.model,))]
+
+    def _latest_gate(self, version: str, sha256: str) -> Gate | None:
+        row = self._db.query("SELECT * FROM gates WHERE model = ? AND version = ? AND sha256 = ? "
+                             "ORDER BY id DESC LIMIT 1", (self.model, version, sha256)).fetchone()
+        if row is None:
+            return None
+        return Gate(row["id"], bool(row["passed"]), row["sha256"], row["recorded"],
+                    json.loads(row["report"]).get("reasons", []))
+
+    # changing
+
+    def ensure_initial(self, actor: str) -> None:
+        """With an empty registry, register the committed bundle as production."""
+        if not self.versions():
+            registered = self._register(bundle_dir(self.model), actor, "committed bundle")
+            with self._db.transaction() as db:
+                self._insert(db, registered.version, Stage.PRODUCTION, Kind.INITIAL, actor,
+                             "production of an empty registry: the committed bundle")
+            self.write_pointer()
+
+    def register(self, folder: Path, actor: str) -> RegisteredVersion:
+        """Copy the bundle in `folder` into the model store as a candidate (the same version
+        and model file again is a no-op; the same version with another file is refused). The
+        first registration registers the committed bundle first, as production."""
+        self.ensure_initial(actor)
+        return self._register(folder, actor, str(Path(folder).resolve()))
+
+    def _register(self, folder: Path, actor: str, source: str) -> RegisteredVersion:
+        bundle = Bundle.load(folder)  # checks the file against its sha256 and the I/O contract
+        if bundle.name != self.model:
+            raise RegistryError(f"{folder} holds {bundle.name}, not {self.model}")
+        existing = {v.version: v for v in self.versions()}
+        if bundle.version in existing:
+            if existing[bundle.version].sha256 != bundle.metadata["sha256"]:
+                raise RegistryError(f"{self.model} {bundle.version} is already registered with "
+                                    "another model file; export the candidate with another "
+                                    "--version")
+            return existing[bundle.version]
+        path = self._store(bundle)
+        with self._db.transaction() as db:
+            db.execute("INSERT INTO versions VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       (self.model, bundle.version, bundle.metadata["sha256"],
+                        str(path.relative_to(self.home)), now(), actor, source))
+            self._insert(db, bundle.version, Stage.CANDIDATE, Kind.REGISTERED, actor,
+                         f"registered from {source}")
+        return self.get(bundle.version)
+
+    def record_gate(self, version: str, report: dict) -> Gate:
+        registered = self.get(version)
+        if report["candidate"]["sha256"] != registered.sha256:
+            raise RegistryError(f"the gate report is of another model file than {self.model} "
+                                f"{version}; run the gate on the registered bundle")
+        with self._db.transaction() as db:
+            db.execute("INSERT INTO gates (model, version, sha256, passed, recorded, report) "
+                       "VALUES (?, ?, ?, ?, ?, ?)",
+                       (self.model, version, registered.sha256, int(bool(report["passed"])),
+                        now(), json.dumps(report)))
+        gate = self._latest_gate(version, registered.sha256)
+        assert gate is not None
+        return gate
+
+    def promote(self, version: str, actor: str, reason: str, override: bool = False) -> Change:
+        """Make `version` production (the current one is archived). Refused unless its latest
+        gate passed, or `override` (the caller has checked the admin's authority)."""
+        self.ensure_initial(actor)
+        target, current = self.get(version), self.production()
+        if current is not None and current.version == version:
+            raise RegistryError(f"{self.model} {version} is already production")
+        if not override and (target.gate is None or not target.gate.passed):
+            why = ("it has not been through the gate" if target.gate is None else
+                   "its gate failed: " + "; ".join(target.gate.reasons))
+            raise RegistryError(f"{self.model} {version} may not be promoted: {why}. Run "
+                                "`clinassist gate cxr --candidate ...`, or an admin may "
+                                "promote it with --override")
+        return self._replace(target, current, actor, reason, Kind.PROMOTED, override)
+
+    def rollback(self, actor: str, reason: str) -> Change:
+        """Return to the version the current production replaced (again and again: each
+        rollback steps one promotion further back)."""
+        self.ensure_initial(actor)
+        current = self.production()
+        stack: list[str] = []  # production versions, each promotion on top of the one it replaced
+        for row in self.history():
+            if row["kind"] in (Kind.INITIAL, Kind.PROMOTED):
+                stack.append(row["version"])
+            elif row["kind"] == Kind.ROLLED_BACK:
+                stack.pop()
+        if current is None or len(stack) < 2:
+            raise RegistryError(f"no earlier production version of {self.model} to roll back "
+                                "to; `clinassist models list` shows the versions")
+        return self._replace(self.get(stack[-2]), current, actor, reason, Kind.ROLLED_BACK)
+
+    def _replace(self, target: RegisteredVersion, current: RegisteredVersion | None, actor: str,
+                 reason: str, kind: Kind, override: bool = False) -> Change:
+        Bundle.load(target.path)  # never point the services at a bundle that does not load
+        with self._db.transaction() as db:
+            if current is not None:
+                self._insert(db, current.version, Stage.ARCHIVED, Kind.REPLACED, actor,
+                             f"replaced by {target.version}")
+            self._insert(db, target.version, Stage.PRODUCTION, kind, actor, reason,
+                         target.gate.id if target.gate else None, override)
+        self.write_pointer()
+        production = self.production()
+        assert production is not None
+        return Change(production, current)
+
+    def _insert(self, db, version: str, stage: Stage, kind: Kind, actor: str, reason: str,
+                gate_id: int | None = None, override: bool = False) -> None:
+        db.execute("INSERT INTO stage_changes (model, version, stage, kind, changed, actor, "
+                   "reason, gate_id, override) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                   (self.model, version, stage.value, kind.value, now(), actor, reason, gate_id,
+                    int(override)))
+
+    def write_pointer(self) -> None:
+        """Tell the services which bundle is production (atomically, after the ledger)."""
+        production = self.production()
+        if production is None:
+            return
+        pointer = pointer_path(self.home, self.model)
+        pointer.parent.mkdir(parents=True, exist_ok=True)
+        write_synced(pointer, json.dumps({
+            "model": self.model, "version": production.version, "sha256": production.sha256,
+            "path": str(production.path.relative_to(self.home))}).encode())
+
+    def _store(self, bundle: Bundle) -> Path:
+        """Copy the bundle into BentoML's model store under this home (its own store object,
+        whatever BENTOML_HOME this process was started with)."""
+        import bentoml
+        from bentoml._internal.models.model import ModelStore
+        from bentoml.exceptions import BentoMLException
+
+        store = ModelStore(str(self.home / STORE))
+        tag = f"{self.model}:{bundle.version}"
+        try:
+            existing = bentoml.models.get(tag, _model_store=store)
+        except BentoMLException:  # not stored yet (or a crash left no ledger row: see below)
+            existing = None
+        if existing is None:
+            with bentoml.models.create(tag, module="clinassist.bundle", labels={"task": "triage"},
+                                       metadata={"sha256": bundle.metadata["sha256"]},
+                                       _model_store=store) as model:
+                shutil.copytree(bundle.path, model.path, dirs_exist_ok=True,
+                                ignore=shutil.ignore_patterns(".*"))
+            existing = bentoml.models.get(tag, _model_store=store)
+        path = Path(existing.path)
+        if file_sha256(path / bundle.metadata["model_file"]) != bundle.metadata["sha256"]:
+            raise RegistryError(f"the model store already holds another {tag} ({path}); "
+                                "export the candidate with another --version")
+        return path
+
+
+class ProductionFollower:
+    """The production bundle for a model service: reloaded when the registry's pointer changes.
+
+    A bundle that fails to load is logged and skipped (the running one keeps serving) until the
+    pointer changes again."""
+
+    def __init__(self, home: Path, threads: int | None = None, model: str = MODEL) -> None:
+        self.home, self.model, self.threads = home, model, threads
+        self._seen = self._stamp()
+        self._lock = threading.Lock()
+        self.bundle = Bundle.load(production_dir(home, model), threads)
+
+    def _stamp(self) -> tuple | None:
+        try:
+            stat = os.stat(pointer_path(self.home, self.model))
+        except FileNotFoundError:
+            return None
+        return stat.st_ino, stat.st_mtime_ns, stat.st_size
+
+    def current(self) -> Bundle:
+        stamp = self._stamp()
+        if stamp == self._seen:
+            return self.bundle
+        with self._lock:  # one reload, whichever thread of the model service sees it first
+            if stamp != self._seen:
+                self._seen = stamp
+                self._reload()
+        return self.bundle
+
+    def _reload(self) -> None:
+        try:
+            self.bundle = Bundle.load(production_dir(self.home, self.model), self.threads)
+            log.info("now serving %s %s", self.model, self.bundle.version)
+        except Exception as error:  # whatever is wrong with it, the running bundle serves on
+            log.error("the registry names a production bundle that does not load (%s); still "
+                      "serving %s %s", error, self.model, self.bundle.version)

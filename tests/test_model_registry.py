@@ -1,0 +1,177 @@
+"""The model registry: versioned bundles in BentoML's model store with stages in an append-only
+ledger, promotion only past a passed gate (or an admin's audited override), the service serving
+the production version from the next request and after a restart, and rollback in one command."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import sqlite3
+
+import httpx
+import pydicom
+import pytest
+
+from dicom_fixtures import real_cr
+from registry_fixtures import COMMITTED, gate_report, shifted_bundle
+from service_process import cli, start
+from clinassist.bundle import file_sha256, read_metadata
+from clinassist.serving.imaging.model_registry import (LEDGER_DB, ModelRegistry,
+                                                       ProductionFollower, RegistryError, Stage,
+                                                       pointer_path, production_dir)
+from clinassist.serving.security import AuditTrail
+
+COMMITTED_VERSION = read_metadata(COMMITTED)[1]["version"]
+SHIFT = 1.0
+
+
+def triage(service) -> dict:
+    response = httpx.post(service.url + "/v1/imaging/triage", content=real_cr(), timeout=120,
+                          headers={**service.headers("radiologist"),
+                                   "Content-Type": "application/dicom"})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def sr_version(service, answer: dict) -> set[str]:
+    sr = httpx.get(service.url + answer["objects"]["sr"], headers=service.headers("ml_engineer"),
+                   timeout=60)
+    return {str(e.SoftwareVersions) for e in
+            pydicom.dcmread(io.BytesIO(sr.content)).ContributingEquipmentSequence}
+
+
+def models(service, *args: str, key: str | None = None):
+    return cli(service.home, "models", *args, env={"CLINASSIST_API_KEY": key or ""})
+
+
+def shifted_probability(probability: float, temperature: float) -> float:
+    logit = temperature * math.log(probability / (1 - probability))
+    return 1 / (1 + math.exp(-(logit + SHIFT) / temperature))
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    service = start(tmp_path_factory.mktemp("registry-home"))
+    yield service
+    if service.process.poll() is None:  # the test stops it to restart it
+        service.stop()
+
+
+def test_promote_serve_roll_back_and_restart(served, tmp_path):
+    before = triage(served)
+    assert before["model"]["version"] == COMMITTED_VERSION
+    version = f"{COMMITTED_VERSION}-shifted"
+    candidate = shifted_bundle(tmp_path / "candidate", version, SHIFT)
+    assert models(served, "register", str(candidate)).returncode == 0
+
+    refused = models(served, "promote", version)
+    assert refused.returncode == 2 and "has not been through the gate" in refused.stderr
+    engineer = models(served, "promote", version, "--override", key=served.keys["ml_engineer"])
+    assert engineer.returncode == 2 and "needs the admin role" in engineer.stderr
+    admin = models(served, "promote", version, "--override", "--reason", "test override",
+                   key=served.keys["admin"])
+    assert admin.returncode == 0, admin.stderr
+
+    promoted = triage(served)  # the next request, no restart
+    assert promoted["model"]["version"] == version and version in sr_version(served, promoted)
+    temperature = before["operating_point"]["temperature"]
+    assert promoted["probability"] == pytest.approx(
+        shifted_probability(before["probability"], temperature), abs=1e-5)
+
+    assert models(served, "rollback", "--reason", "test").returncode == 0
+    rolled_back = triage(served)
+    assert rolled_back["model"]["version"] == COMMITTED_VERSION
+    assert rolled_back["probability"] == pytest.approx(before["probability"], abs=1e-6)
+    listed = {v["version"]: v for v in json.loads(models(served, "list", "--json").stdout)}
+    assert (listed[COMMITTED_VERSION]["stage"], listed[version]["stage"]) == ("production",
+                                                                             "archived")
+
+    trail = [r for r in AuditTrail(served.home).records() if r.action == "models:manage"]
+    outcomes = [(r.resource.rsplit("/", 1)[1], r.outcome) for r in trail]
+    assert outcomes == [(version, "success"), (version, "409"), (version, "403"),
+                        (version, "success"), (COMMITTED_VERSION, "success")]
+    assert trail[3].actor.startswith("test-admin (via cli:") and trail[3].role == "admin"
+    assert "with override" in trail[3].detail
+
+    ModelRegistry(served.home).record_gate(version, gate_report(candidate, passed=True))
+    assert models(served, "promote", version).returncode == 0  # a passed gate: no override
+    served.stop()
+    restarted = start(served.home, keys=served.keys)
+    try:
+        assert triage(restarted)["model"]["version"] == version
+    finally:
+        restarted.stop()
+
+
+@pytest.fixture
+def registry(tmp_path):
+    return ModelRegistry(tmp_path / "home")
+
+
+def test_an_empty_registry_serves_the_committed_bundle_until_the_first_change(registry, tmp_path):
+    assert production_dir(registry.home) == COMMITTED and registry.versions() == []
+    candidate = shifted_bundle(tmp_path / "c", "7.0.0")
+    registry.register(candidate, "tester")
+    stages = {v.version: v.stage for v in registry.versions()}
+    assert stages == {COMMITTED_VERSION: Stage.PRODUCTION, "7.0.0": Stage.CANDIDATE}
+    stored = registry.get("7.0.0").path
+    assert stored.is_relative_to(registry.home / "bentoml" / "models" / "cxr_pneumonia")
+    assert file_sha256(stored / "model.onnx") == file_sha256(candidate / "model.onnx")
+    assert json.loads(pointer_path(registry.home).read_text())["version"] == COMMITTED_VERSION
+
+
+def test_a_version_is_bound_to_its_model_file_and_so_is_its_gate(registry, tmp_path):
+    registry.register(shifted_bundle(tmp_path / "a", "7.0.0", 1.0), "tester")
+    other = shifted_bundle(tmp_path / "b", "7.0.0", 2.0)
+    with pytest.raises(RegistryError, match="already registered with another model file"):
+        registry.register(other, "tester")
+    with pytest.raises(RegistryError, match="another model file"):
+        registry.record_gate("7.0.0", gate_report(other, passed=True))
+    registry.record_gate("7.0.0", gate_report(tmp_path / "a", passed=False))
+    with pytest.raises(RegistryError, match="its gate failed: site: the candidate is not shown"):
+        registry.promote("7.0.0", "tester", "test")
+
+
+def test_rollback_steps_back_one_promotion_at_a_time(registry, tmp_path):
+    for version in ("7.0.0", "7.1.0"):
+        registry.register(shifted_bundle(tmp_path / version, version), "tester")
+        registry.record_gate(version, gate_report(tmp_path / version, passed=True))
+        registry.promote(version, "tester", "test")
+    assert registry.rollback("tester", "test").production.version == "7.0.0"
+    assert registry.rollback("tester", "test").production.version == COMMITTED_VERSION
+    with pytest.raises(RegistryError, match="no earlier production version"):
+        registry.rollback("tester", "test")
+    kinds = [(row["version"], row["kind"]) for row in registry.history()
+             if row["stage"] == "production"]
+    assert kinds == [(COMMITTED_VERSION, "initial"), ("7.0.0", "promoted"), ("7.1.0", "promoted"),
+                     ("7.0.0", "rolled back"), (COMMITTED_VERSION, "rolled back")]
+
+
+def test_the_ledger_is_append_only(registry, tmp_path):
+    registry.register(shifted_bundle(tmp_path / "a", "7.0.0"), "tester")
+    with sqlite3.connect(registry.home / LEDGER_DB) as db:
+        for statement in ("UPDATE stage_changes SET stage = 'production'",
+                          "DELETE FROM versions"):
+            with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+                db.execute(statement)
+
+
+def test_the_model_service_keeps_serving_when_the_named_bundle_does_not_load(registry, tmp_path):
+    follower = ProductionFollower(registry.home, threads=1)
+    assert follower.current().version == COMMITTED_VERSION
+    registry.register(shifted_bundle(tmp_path / "a", "7.0.0"), "tester")
+    registry.record_gate("7.0.0", gate_report(tmp_path / "a", passed=True))
+    registry.promote("7.0.0", "tester", "test")
+    assert follower.current().version == "7.0.0"
+    registry.rollback("tester", "test")
+    assert follower.current().version == COMMITTED_VERSION
+    stored = registry.get("7.0.0").path / "model.onnx"
+    stored.write_bytes(stored.read_bytes()[:-10])  # damaged in the store after the rollback
+    pointer = pointer_path(registry.home)
+    pointer.write_text(pointer.read_text().replace(COMMITTED_VERSION, "7.0.0").replace(
+        str(registry.get(COMMITTED_VERSION).path.relative_to(registry.home)),
+        str(registry.get("7.0.0").path.relative_to(registry.home))))
+    assert follower.current().version == COMMITTED_VERSION  # logged, still serving
+    with pytest.raises(Exception, match="does not match the sha256"):
+        registry.promote("7.0.0", "tester", "test")  # never pointed at a damaged bundle
