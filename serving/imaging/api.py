@@ -96,7 +96,8 @@ async def triage_one(request: Request, data: bytes, include: set[str]) -> tuple[
         return rejection.http_status, {"error": rejection.code, "reason": rejection.message}
     except ModelBusy as busy:
         return 503, {"error": "busy", "reason": str(busy)}
-    request.state.audit_patient_ids.append(str(outcome.source.get("PatientID", "")))
+    if patient_id := str(outcome.source.get("PatientID") or ""):  # Type 2: may be empty
+        request.state.audit_patient_ids.append(patient_id)
     objects = {"sr": dicom_bytes(outcome.sr), "sc": dicom_bytes(outcome.sc)}
     summary = outcome.summary()
     result_id = store.save(summary, objects)
