@@ -9,12 +9,18 @@ from pathlib import Path
 def write_synced(path: Path, data: bytes) -> None:
     """Write `data` to `path` through a temporary name, fsync it and its folder."""
     partial = path.with_name(f".{path.name}.partial")
-    with open(partial, "wb") as handle:
+    write_and_sync(partial, data)
+    os.rename(partial, path)
+    fsync_folder(path.parent)
+
+
+def write_and_sync(path: Path, data: bytes) -> None:
+    """Write `data` to `path` in place and fsync it (for a file inside a staging folder that is
+    renamed into place as a whole)."""
+    with open(path, "wb") as handle:
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
-    os.rename(partial, path)
-    fsync_folder(path.parent)
 
 
 def fsync_folder(folder: Path) -> None:

@@ -9,13 +9,13 @@ owns one home. A received file is deleted once its job is triaged or rejected.
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from clinassist.serving.durable import write_synced
 from clinassist.serving.security.database import Database, private_dir
 
 QUEUE_DIR, QUEUE_DB = "gateway", "queue.db"
@@ -79,21 +79,6 @@ class Backoff:
 
     def delay(self, attempts: int) -> float:
         return min(self.first_s * 2 ** (attempts - 1), self.max_s)
-
-
-def write_synced(path: Path, data: bytes) -> None:
-    """Write `data` to `path` through a temporary name, fsync it and its folder."""
-    partial = path.with_name(f".{path.name}.partial")
-    with open(partial, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.rename(partial, path)
-    folder = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
 
 
 class JobQueue:

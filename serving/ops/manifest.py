@@ -9,6 +9,7 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 
+from clinassist.serving.durable import write_and_sync
 from clinassist.serving.ops.errors import BackupError
 
 MANIFEST = "manifest.json"
@@ -57,7 +58,7 @@ class Manifest:
 
     def write(self, folder: Path) -> None:
         text = json.dumps(asdict(self), indent=1) + "\n"
-        write_synced(folder / MANIFEST, text.encode("utf-8"))
+        write_and_sync(folder / MANIFEST, text.encode("utf-8"))
 
     @classmethod
     def read(cls, folder: Path) -> Manifest:
@@ -99,10 +100,3 @@ def copy_hashed(source: Path, target: Path) -> tuple[str, int]:
         writer.flush()
         os.fsync(writer.fileno())
     return digest.hexdigest(), size
-
-
-def write_synced(path: Path, data: bytes) -> None:
-    with open(path, "wb") as file:
-        file.write(data)
-        file.flush()
-        os.fsync(file.fileno())
