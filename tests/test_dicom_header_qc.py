@@ -103,11 +103,15 @@ def test_age_falls_back_to_birth_and_study_dates():
     assert patient_age_years(ds) is None
 
 
-def test_missing_uids_block_because_no_result_could_be_filed():
+@pytest.mark.parametrize("keyword", ["StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"])
+def test_missing_uids_are_refused_before_header_qc_because_no_result_could_be_filed(keyword):
+    from clinassist.serving.dicom import DicomRejection
+    from clinassist.serving.dicom.referable import check_referable
+
     ds = synthetic_cr()
-    del ds.StudyInstanceUID
-    (finding,) = check_header(ds)
-    assert finding.code == "identifiers" and "StudyInstanceUID" in finding.message
+    delattr(ds, keyword)
+    with pytest.raises(DicomRejection, match=keyword):
+        check_referable(ds)
 
 
 def test_blocking_findings_come_first_and_each_ends_with_a_remedy():

@@ -125,6 +125,7 @@ def test_an_unknown_result_is_404(service):
     (b"", 400, "not-json"),
     (b"{reading: pneumonia}", 400, "not-json"),
     (b"\xff\xfe", 400, "not-json"),
+    (b"[" * 5000 + b"]" * 5000, 400, "not-json"),  # deeper than the decoder should recurse
     ({"reading": "maybe"}, 422, "invalid-feedback"),
     ({}, 422, "invalid-feedback"),
     ([], 422, "invalid-feedback"),

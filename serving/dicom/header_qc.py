@@ -115,15 +115,6 @@ def _orientation(ds: Dataset) -> Finding | None:
                    "radiograph. Send the image as displayed for reading.", True)
 
 
-def _identifiers(ds: Dataset) -> Finding | None:
-    missing = [keyword for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPClassUID",
-                                       "SOPInstanceUID") if not ds.get(keyword)]
-    if not missing:
-        return None
-    return Finding("identifiers", f"The header lacks {', '.join(missing)}, so a result could not "
-                   "be filed with its study; re-export the image from the PACS.", True)
-
-
 def patient_age_years(ds: Dataset) -> float | None:
     """Patient's Age (nnnD/W/M/Y), else the years from Patient's Birth Date to Study Date."""
     age = _text(ds, "PatientAge")
@@ -139,5 +130,5 @@ def patient_age_years(ds: Dataset) -> float | None:
 
 RULES: tuple[Callable[[Dataset], Finding | None], ...] = (
     _modality, _sop_class, _for_processing, _body_part, _view_position, _image_type,
-    _orientation, _identifiers,
+    _orientation,
 )

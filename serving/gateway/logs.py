@@ -19,10 +19,11 @@ from types import TracebackType
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 OURS = "clinassist"
 WITHHELD = "message withheld: it may quote patient data"
-# Chatty at INFO (pynetdicom logs each association, highdicom each object it builds); pydicom
-# logs each of its warnings a second time, and each failed decode with its traceback before it
-# raises the error to the caller, which reports it.
-LIBRARY_LEVELS = {"pynetdicom": logging.WARNING, "highdicom": logging.WARNING,
+# Chatty at INFO (pynetdicom logs each association, highdicom each object it builds); highdicom
+# writes a malformed person name into its WARNING lines; pydicom logs each of its warnings a
+# second time, and each failed decode with its traceback before it raises the error to the
+# caller, which reports it.
+LIBRARY_LEVELS = {"pynetdicom": logging.WARNING, "highdicom": logging.ERROR,
                   "pydicom": logging.CRITICAL}
 
 log = logging.getLogger(__name__)

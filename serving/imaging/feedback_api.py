@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from clinassist.config import home_dir
-from clinassist.serving.http_body import BodyTooLarge, read_capped
+from clinassist.serving.http_body import BodyTooLarge, parse_json, read_capped
 from clinassist.serving.imaging.feedback import FeedbackStore, Reading
 from clinassist.serving.imaging.monitoring_metrics import service_monitor
 from clinassist.serving.security import Route
@@ -77,10 +77,11 @@ async def parse(request: Request) -> FeedbackRequest | JSONResponse:
         return problem(413, "too-large", f"{too_large}; keep the reason under "
                                          f"{MAX_REASON_CHARS} characters")
     try:
-        payload = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return problem(400, "not-json", 'the body is not JSON; send {"reading": "pneumonia" | '
-                                        '"no_pneumonia" | "not_assessable", "reason": "..."}')
+        payload = parse_json(body)
+    except ValueError as bad:
+        return problem(400, "not-json", f'the body is not JSON ({bad}); send {{"reading": '
+                                        '"pneumonia" | "no_pneumonia" | "not_assessable", '
+                                        '"reason": "..."}')
     try:
         return FeedbackRequest.model_validate(payload)
     except ValidationError as invalid:
