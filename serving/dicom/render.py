@@ -1,4 +1,9 @@
-"""Render the triage picture: the radiograph, the activation map as a heat overlay, burned-in text."""
+"""Render the triage picture: the radiograph, the activation map as a heat overlay, burned-in text.
+
+Every full-size step runs in Pillow's C code or in place in NumPy (a radiograph is millions of
+pixels; each temporary array is tens of megabytes), so the picture costs little beside the
+model.
+"""
 
 from __future__ import annotations
 
@@ -19,34 +24,49 @@ def heat_colours(heat: np.ndarray) -> np.ndarray:
 
 
 HEAT_LUT = np.clip(heat_colours(np.linspace(0.0, 1.0, 256)) + 0.5, 0, 255).astype(np.uint8)
+# Overlay opacity per heat level, round(level * MAX_OVERLAY_OPACITY) with halves up.
+OPACITY_LUT = (np.arange(256) * MAX_OVERLAY_OPACITY + 0.5).astype(np.uint8)
 
 
 def render(pixels: np.ndarray, cam: np.ndarray | None, lines: list[str]) -> np.ndarray:
     """An RGB uint8 picture of display-ready `pixels` (float, [0, 1]), at most MAX_SIDE pixels
     on its long side, with the positive part of `cam` stretched over it and `lines` burned in."""
-    grey = Image.fromarray(np.clip(pixels * 255 + 0.5, 0, 255).astype(np.uint8))
+    grey = Image.fromarray(_grey_levels(pixels))
     scale = MAX_SIDE / max(grey.size)
     if scale < 1:
         grey = grey.resize((round(grey.width * scale), round(grey.height * scale)),
                            Image.Resampling.LANCZOS)
     picture = grey.convert("RGB")
     if cam is not None:
-        levels = (_stretched_heat(cam, grey.size) * 255 + 0.5).astype(np.uint8)
-        opacity = (levels * MAX_OVERLAY_OPACITY + 0.5).astype(np.uint8)
-        picture = Image.composite(Image.fromarray(HEAT_LUT[levels]), picture,
-                                  Image.fromarray(opacity))
+        levels = Image.fromarray(_heat_levels(cam, grey.size))
+        heat = levels.copy()
+        heat.putpalette(HEAT_LUT.tobytes())  # level -> colour, in one pass
+        picture = Image.composite(heat.convert("RGB"), picture,
+                                  levels.point(OPACITY_LUT.tolist()))
     _burn_in(picture, lines)
     return np.asarray(picture)
 
 
-def _stretched_heat(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Positive evidence scaled to [0, 1] by its maximum, resized bilinearly to `size` (w, h)."""
+def _grey_levels(pixels: np.ndarray) -> np.ndarray:
+    """[0, 1] -> 0..255, rounded half up, computed in place on one float32 copy."""
+    scaled = np.multiply(pixels, np.float32(255), dtype=np.float32)
+    scaled += np.float32(0.5)
+    np.clip(scaled, 0, 255, out=scaled)
+    return scaled.astype(np.uint8)
+
+
+def _heat_levels(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Positive evidence scaled to [0, 1] by its maximum, resized bilinearly to `size` (w, h),
+    as levels 0..255 (rounded half up)."""
     positive = np.clip(np.asarray(cam, dtype=np.float32), 0, None)
     peak = float(positive.max()) if positive.size else 0.0
     if peak <= 0:
-        return np.zeros(size[::-1], dtype=np.float32)
+        return np.zeros(size[::-1], dtype=np.uint8)
     resized = Image.fromarray(positive / peak).resize(size, Image.Resampling.BILINEAR)
-    return np.clip(np.asarray(resized), 0, 1)
+    heat = np.clip(np.asarray(resized), 0, 1)  # the one full-size float32 array
+    heat *= np.float32(255)
+    heat += np.float32(0.5)
+    return heat.astype(np.uint8)
 
 
 def _burn_in(picture: Image.Image, lines: list[str]) -> None:

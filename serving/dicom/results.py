@@ -2,7 +2,9 @@
 new series and naming the model in Contributing Equipment Sequence (PS3.3 C.12.1.1.5):
 
 - `build_sr`: Comprehensive 3D SR, TID 1500 Measurement Report (what IHE AI Results asks for).
-- `build_secondary_capture`: the radiograph with the activation map and the score burned in.
+- `build_secondary_capture`: the radiograph with the activation map and the score burned in,
+  JPEG Baseline compressed (PS3.5 A.4.1, 8.2.1): a twentieth of the uncompressed RGB, which
+  every PACS and viewer decodes; it is a picture to look at, not the image to diagnose from.
 """
 
 from __future__ import annotations
@@ -30,8 +32,9 @@ from highdicom.sr import (
     TrackingIdentifier,
 )
 from pydicom.dataset import Dataset
+from pydicom.encaps import generate_frames
 from pydicom.sr.codedict import codes as dicom_codes
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import JPEGBaseline8Bit, generate_uid
 
 from clinassist.serving.dicom import codes
 from clinassist.serving.dicom.render import render
@@ -177,8 +180,8 @@ def build_secondary_capture(source: Dataset, pixels: np.ndarray, result: TriageR
     the activation map overlaid and the result and disclaimer burned in."""
     picture = render(pixels, result.cam, _caption(result))
     image = SCImage.from_ref_dataset(
-        _as_evidence(source), picture, "RGB", 8, "PATIENT",
-        transfer_syntax_uid=ExplicitVRLittleEndian,
+        _as_evidence(source), picture, "YBR_FULL_422", 8, "PATIENT",  # PS3.5 8.2.1, CP 1653
+        transfer_syntax_uid=JPEGBaseline8Bit,
         patient_orientation=("L", "F"),  # required by highdicom; replaced by the source's below
         **_new_series(result, SC_SERIES_NUMBER))
     # Same pixel grid orientation as the source; empty (Type 2) when the source does not say.
@@ -188,7 +191,17 @@ def build_secondary_capture(source: Dataset, pixels: np.ndarray, result: TriageR
     image.BurnedInAnnotation = "YES"
     image.DerivationDescription = "Radiograph with pneumonia activation map and triage result"
     image.SourceImageSequence = [_source_reference(source)]
+    _declare_lossy_compression(image, picture.nbytes)
     return image
+
+
+def _declare_lossy_compression(image: SCImage, uncompressed_bytes: int) -> None:
+    """General Image: Lossy Image Compression (PS3.3 C.7.6.1.1.5), so no one takes the picture
+    for the source's pixels."""
+    (frame,) = generate_frames(image.PixelData)
+    image.LossyImageCompression = "01"
+    image.LossyImageCompressionRatio = f"{uncompressed_bytes / len(frame):.2f}"
+    image.LossyImageCompressionMethod = "ISO_10918_1"
 
 
 def _copy_anatomy(source: Dataset, image: Dataset) -> None:

@@ -1,6 +1,10 @@
 """Send result objects to a destination: C-STORE (PS3.4 B.2) over one association (over TLS
 for a destination marked so), or STOW-RS (PS3.18 10.5) in one multipart request, with the
-destination's credentials."""
+destination's credentials.
+
+Each object goes in the transfer syntax it was written in (the Secondary Capture is JPEG
+Baseline); a C-STORE peer that does not accept that syntax gets it decompressed to Explicit VR
+Little Endian, which every Storage SCP accepts (PS3.5 10.1)."""
 
 from __future__ import annotations
 
@@ -10,8 +14,9 @@ from io import BytesIO
 from typing import Any
 
 import httpx
-from pydicom import dcmread
-from pynetdicom import AE
+from pydicom import Dataset, dcmread
+from pydicom.uid import ExplicitVRLittleEndian
+from pynetdicom import AE, Association
 
 from clinassist.errors import ClinassistError
 from clinassist.serving.gateway.config import (CStoreDestination, StowRsDestination,
@@ -41,8 +46,10 @@ def c_store(calling_ae_title: str, destination: CStoreDestination, objects: list
     datasets = [dcmread(BytesIO(data)) for data in objects]
     ae = AE(ae_title=calling_ae_title)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = TIMEOUT_S
-    for ds in datasets:
-        ae.add_requested_context(ds.SOPClassUID, ds.file_meta.TransferSyntaxUID)
+    contexts = {(ds.SOPClassUID, syntax) for ds in datasets
+                for syntax in (ds.file_meta.TransferSyntaxUID, ExplicitVRLittleEndian)}
+    for sop_class, syntax in sorted(contexts):  # one context each: the peer accepts them apart
+        ae.add_requested_context(sop_class, syntax)
     if destination.tls and tls is None:
         raise DeliveryError(f"{destination} is a TLS destination and the gateway has no tls "
                             "settings; add them to gateway.json")
@@ -55,7 +62,7 @@ def c_store(calling_ae_title: str, destination: CStoreDestination, objects: list
                             f"that it is running, accepts our AE title {calling_ae_title}{remedy}")
     try:
         for ds in datasets:
-            status = association.send_c_store(ds)
+            status = association.send_c_store(_accepted_form(association, ds, destination))
             code = status.get("Status") if status else None
             if code not in STORED:
                 raise DeliveryError(f"{destination} did not store a {ds.Modality} object "
@@ -63,6 +70,22 @@ def c_store(calling_ae_title: str, destination: CStoreDestination, objects: list
                                     "see its log")
     finally:
         association.release()
+
+
+def _accepted_form(association: Association, ds: Dataset,
+                   destination: CStoreDestination) -> Dataset:
+    """`ds` as written if the peer accepted its transfer syntax, else decompressed."""
+    accepted = {context.transfer_syntax[0] for context in association.accepted_contexts
+                if context.abstract_syntax == ds.SOPClassUID}
+    syntax = ds.file_meta.TransferSyntaxUID
+    if syntax in accepted:
+        return ds
+    if syntax.is_compressed and ExplicitVRLittleEndian in accepted:
+        ds.decompress()  # YBR to RGB; the same instance, still marked lossy compressed
+        return ds
+    raise DeliveryError(f"{destination} accepts neither {syntax.name} nor Explicit VR Little "
+                        f"Endian for {ds.SOPClassUID.name}; add it to the peer's accepted "
+                        "transfer syntaxes")
 
 
 def stow_rs(destination: StowRsDestination, objects: list[bytes]) -> None:
