@@ -34,6 +34,36 @@ def tiny_run(tmp_path_factory):
     return run
 
 
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL server (Debian's package), started once for the session."""
+    import postgres_server
+
+    server = postgres_server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request, monkeypatch):
+    """Run the test with the stores in SQLite files (the default), then in a fresh PostgreSQL
+    database (CLINASSIST_DATABASE_URL, inherited by the processes the test starts). Yields the
+    URL, or None for SQLite."""
+    from clinassist.serving.storage import DATABASE_URL_ENV, database_url
+    from clinassist.serving.storage.engine import postgresql_engine
+
+    if request.param == "sqlite":
+        monkeypatch.delenv(DATABASE_URL_ENV, raising=False)
+        yield None
+        return
+    server = request.getfixturevalue("postgres")
+    url = server.create_database()
+    monkeypatch.setenv(DATABASE_URL_ENV, url)
+    yield url
+    postgresql_engine(database_url()).dispose()  # this process's pooled connections to it
+    server.drop_database(url)
+
+
 SERVICE_MAX_DICOM_BYTES = 16 * 1024 * 1024
 
 

@@ -5,20 +5,22 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import sqlite3
 import threading
 from datetime import UTC, datetime
 
 import pytest
 
 from clinassist.serving.security import AuditTrail, collection_bundle, load_site_key, pseudonymise
+from store_sql import drop_append_only, raw
+
+pytestmark = pytest.mark.usefixtures("database")  # each test on SQLite, then on PostgreSQL
 
 RAW_ID = "MRN-7731"
 INSTANT = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)")
 
 
 @pytest.fixture
-def trail(tmp_path):
+def trail(tmp_path, database):
     trail = AuditTrail(tmp_path)
     trail.record("alice", "radiologist", "imaging:triage", "/triage", 200, [RAW_ID])
     trail.record("bob", "pharmacist", "cds:invoke", "/cds-services/med-risk", 403)
@@ -27,14 +29,13 @@ def trail(tmp_path):
     return trail
 
 
-def tamper(trail: AuditTrail, *statements: str) -> None:
-    """Run SQL on the trail as an attacker with file access would: triggers dropped first."""
-    with sqlite3.connect(trail.path) as db:
-        db.execute("DROP TRIGGER audit_event_no_update")
-        db.execute("DROP TRIGGER audit_event_no_delete")
+def tamper(trail: AuditTrail, database: str | None, *statements: str) -> None:
+    """Run SQL on the trail as an attacker with access to the file or the database server
+    would: triggers dropped first."""
+    with raw(trail._db, database) as db:
+        drop_append_only(db, "audit_event")
         for statement in statements:
             db.execute(statement)
-    db.close()
 
 
 def test_untouched_chain_verifies(trail):
@@ -59,22 +60,28 @@ def test_rows_chain_from_genesis_in_order(trail):
     "UPDATE audit_event SET outcome = '200' WHERE id = 2",
     "DELETE FROM audit_event WHERE id = 2",
 ])
-def test_update_and_delete_are_refused_by_the_database(trail, statement):
-    with sqlite3.connect(trail.path) as db, pytest.raises(sqlite3.DatabaseError,
-                                                          match="append-only"):
+def test_update_and_delete_are_refused_by_the_database(trail, database, statement):
+    with raw(trail._db, database) as db, pytest.raises(Exception, match="append-only"):
         db.execute(statement)
-    db.close()
     assert trail.verify().ok
 
 
-def test_edited_row_is_reported(trail):
-    tamper(trail, "UPDATE audit_event SET outcome = '200' WHERE id = 2")
+def test_truncate_is_refused_by_postgresql(trail, database):
+    if database is None:
+        pytest.skip("SQLite has no TRUNCATE (DELETE is refused above)")
+    with raw(trail._db, database) as db, pytest.raises(Exception, match="append-only"):
+        db.execute("TRUNCATE audit_event")
+    assert trail.verify().rows == 4
+
+
+def test_edited_row_is_reported(trail, database):
+    tamper(trail, database, "UPDATE audit_event SET outcome = '200' WHERE id = 2")
     result = trail.verify()
     assert (result.ok, result.rows, result.first_broken_id) == (False, 1, 2)
     assert "edited" in result.reason
 
 
-def row_hash(row: sqlite3.Row) -> str:
+def row_hash(row: dict) -> str:
     """The documented formula: sha256(prev_hash + canonical JSON of the row's columns)."""
     content = {column: row[column] for column in row.keys()
                if column not in ("prev_hash", "row_hash")}
@@ -82,65 +89,66 @@ def row_hash(row: sqlite3.Row) -> str:
     return hashlib.sha256((row["prev_hash"] + canonical).encode()).hexdigest()
 
 
-def test_row_hash_is_sha256_of_the_previous_hash_and_the_row(trail):
-    with sqlite3.connect(trail.path) as db:
-        db.row_factory = sqlite3.Row
-        rows = db.execute("SELECT * FROM audit_event ORDER BY id").fetchall()
-    db.close()
+def test_row_hash_is_sha256_of_the_previous_hash_and_the_row(trail, database):
+    with raw(trail._db, database) as db:
+        rows = [dict(row) for row in db.execute("SELECT * FROM audit_event ORDER BY id")]
     assert rows[0]["prev_hash"] == "0" * 64
     assert [row["prev_hash"] for row in rows[1:]] == [row["row_hash"] for row in rows[:-1]]
     assert all(row_hash(row) == row["row_hash"] for row in rows)
 
 
-def test_edited_and_rehashed_row_breaks_the_link_to_the_next(trail):
-    with sqlite3.connect(trail.path) as db:
-        db.row_factory = sqlite3.Row
+def test_edited_and_rehashed_row_breaks_the_link_to_the_next(trail, database):
+    with raw(trail._db, database) as db:
         row = dict(db.execute("SELECT * FROM audit_event WHERE id = 2").fetchone())
-    db.close()
     row["outcome"] = "200"
     forged = row_hash(row)
-    tamper(trail, f"UPDATE audit_event SET outcome = '200', row_hash = '{forged}' WHERE id = 2")
+    tamper(trail, database, f"UPDATE audit_event SET outcome = '200', row_hash = '{forged}' WHERE id = 2")
     result = trail.verify()
     assert (result.ok, result.first_broken_id) == (False, 3)
     assert "link" in result.reason
 
 
-def test_deleted_middle_row_is_reported(trail):
-    tamper(trail, "DELETE FROM audit_event WHERE id = 2")
+def test_deleted_middle_row_is_reported(trail, database):
+    tamper(trail, database, "DELETE FROM audit_event WHERE id = 2")
     result = trail.verify()
     assert (result.ok, result.first_broken_id) == (False, 3)
     assert "deleted" in result.reason
 
 
-def test_deleted_row_hidden_by_renumbering_is_reported(trail):
-    tamper(trail, "DELETE FROM audit_event WHERE id = 2",
+def test_deleted_row_hidden_by_renumbering_is_reported(trail, database):
+    tamper(trail, database, "DELETE FROM audit_event WHERE id = 2",
            "UPDATE audit_event SET id = id - 1 WHERE id > 2")
     result = trail.verify()
     assert (result.ok, result.first_broken_id) == (False, 2)
 
 
-def test_reordered_rows_are_reported(trail):
-    tamper(trail, "UPDATE audit_event SET id = 99 WHERE id = 2",
+def test_reordered_rows_are_reported(trail, database):
+    tamper(trail, database, "UPDATE audit_event SET id = 99 WHERE id = 2",
            "UPDATE audit_event SET id = 2 WHERE id = 3",
            "UPDATE audit_event SET id = 3 WHERE id = 99")
     result = trail.verify()
     assert (result.ok, result.first_broken_id) == (False, 2)
 
 
-def test_dropped_triggers_come_back_when_the_trail_is_opened(trail):
-    tamper(trail)
-    AuditTrail(trail.path.parent)
-    with sqlite3.connect(trail.path) as db, pytest.raises(sqlite3.DatabaseError):
+def test_dropped_triggers_come_back_when_the_trail_is_opened(trail, database, tmp_path):
+    tamper(trail, database)
+    AuditTrail(tmp_path)
+    with raw(trail._db, database) as db, pytest.raises(Exception, match="append-only"):
         db.execute("DELETE FROM audit_event")
-    db.close()
 
 
-def test_raw_patient_ids_never_reach_the_database(trail, tmp_path):
+def test_raw_patient_ids_never_reach_the_database(trail, database, tmp_path):
     pseudonym = pseudonymise(RAW_ID, load_site_key(tmp_path))
     assert trail.records()[0].patients == (pseudonym,)
-    stored = b"".join(path.read_bytes() for path in tmp_path.glob("audit.db*"))
-    assert RAW_ID.encode() not in stored
-    assert pseudonym.encode() in stored
+    if database is None:
+        stored = b"".join(path.read_bytes() for path in tmp_path.glob("audit.db*")).decode(
+            "utf-8", "replace")
+    else:
+        with raw(trail._db, database) as db:
+            stored = " ".join(str(value) for row in db.execute("SELECT * FROM audit_event")
+                              for value in row.values())
+    assert RAW_ID not in stored
+    assert pseudonym in stored
 
 
 def test_patient_ids_are_deduplicated_and_a_single_string_is_one_id(tmp_path):

@@ -28,6 +28,7 @@ from clinassist.serving.security import (
     permissions_markdown,
     pseudonymise,
 )
+from store_sql import raw
 from clinassist.serving.security.errors import (
     InvalidUserNameError,
     PublicKeyError,
@@ -114,18 +115,20 @@ def test_pseudonym_is_a_stable_keyed_hmac():
 # API-key users
 
 
-def test_api_key_is_returned_once_and_only_its_hash_is_stored(tmp_path):
+def test_api_key_is_returned_once_and_only_its_hash_is_stored(tmp_path, database):
     store = UserStore(tmp_path)
     user, key = store.add("alice", "radiologist")
     assert (user.name, user.role, user.revoked) == ("alice", Role.RADIOLOGIST, None)
     assert key.startswith("ca_") and len(key) >= 40
-    stored = b"".join(path.read_bytes() for path in tmp_path.glob("security.db*"))
-    assert key.encode() not in stored and key[3:].encode() not in stored
-    assert hashlib.sha256(key.encode()).hexdigest().encode() in stored
+    with raw(store._db, database) as db:
+        stored = " ".join(str(value) for row in db.execute("SELECT * FROM users")
+                          for value in dict(row).values())
+    assert key not in stored and key[3:] not in stored
+    assert hashlib.sha256(key.encode()).hexdigest() in stored
     assert store.authenticate_key(key) == Principal("alice", Role.RADIOLOGIST, "api-key")
 
 
-def test_each_user_gets_a_different_key(tmp_path):
+def test_each_user_gets_a_different_key(tmp_path, database):
     store = UserStore(tmp_path)
     _, first = store.add("alice", "radiologist")
     _, second = store.add("bob", "radiologist")
@@ -133,14 +136,14 @@ def test_each_user_gets_a_different_key(tmp_path):
     assert store.authenticate_key(second).name == "bob"
 
 
-def test_unknown_key_does_not_authenticate(tmp_path):
+def test_unknown_key_does_not_authenticate(tmp_path, database):
     store = UserStore(tmp_path)
     _, key = store.add("alice", "radiologist")
     assert store.authenticate_key(key[:-1] + ("A" if key[-1] != "A" else "B")) is None
     assert store.authenticate_key("") is None
 
 
-def test_revoked_key_no_longer_authenticates(tmp_path):
+def test_revoked_key_no_longer_authenticates(tmp_path, database):
     store = UserStore(tmp_path)
     _, key = store.add("alice", "radiologist")
     revoked = store.revoke("alice")
@@ -150,7 +153,7 @@ def test_revoked_key_no_longer_authenticates(tmp_path):
     assert [(u.name, u.revoked) for u in store.list()] == [("alice", revoked.revoked)]
 
 
-def test_user_names_are_never_reused(tmp_path):
+def test_user_names_are_never_reused(tmp_path, database):
     store = UserStore(tmp_path)
     store.add("alice", "radiologist")
     store.revoke("alice")
@@ -171,7 +174,7 @@ def test_add_refuses_an_unknown_role(tmp_path):
     assert store.list() == []
 
 
-def test_revoking_an_unknown_user_names_the_way_out(tmp_path):
+def test_revoking_an_unknown_user_names_the_way_out(tmp_path, database):
     with pytest.raises(UnknownUserError, match="users list"):
         UserStore(tmp_path).revoke("nobody")
 
@@ -201,7 +204,7 @@ def ec_key():
 
 
 @pytest.fixture
-def issuers(tmp_path, ec_key):
+def issuers(tmp_path, ec_key, database):
     registry = TrustedIssuers(tmp_path)
     registry.trust_issuer(ISSUER, public_pem(ec_key), "pharmacist", audience=AUDIENCE)
     return registry
@@ -251,7 +254,7 @@ def test_wrong_or_missing_audience_is_rejected(issuers, ec_key):
         is None
 
 
-def test_audience_is_not_checked_when_the_issuer_has_none(tmp_path, ec_key):
+def test_audience_is_not_checked_when_the_issuer_has_none(tmp_path, database, ec_key):
     registry = TrustedIssuers(tmp_path)
     registry.trust_issuer(ISSUER, public_pem(ec_key), "pharmacist")
     token = jwt.encode(claims(aud="https://anything.example.org"), ec_key, algorithm="ES384")
@@ -283,7 +286,7 @@ def test_garbage_token_is_rejected(issuers):
     assert issuers.authenticate_jwt("not-a-jwt") is None
 
 
-def test_rsa_issuer_accepts_rs256(tmp_path):
+def test_rsa_issuer_accepts_rs256(tmp_path, database):
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     registry = TrustedIssuers(tmp_path)
     trusted = registry.trust_issuer(ISSUER, public_pem(key), "gateway")

@@ -1,8 +1,12 @@
-"""The append-only, hash-chained audit trail of every access (`home/audit.db`).
+"""The append-only, hash-chained audit trail of every access (`home/audit.db`, or the schema
+`audit` of the PostgreSQL database).
 
 Each row stores `row_hash = sha256(prev_hash + canonical JSON of the row)`, the first row
-chaining to GENESIS_HASH. SQLite triggers refuse UPDATE and DELETE; `verify()` still finds an
-edited, deleted or reordered row if someone dropped them. Removing rows from the end, or
+chaining to GENESIS_HASH. One chain, whoever writes: an append reads the last row and adds the
+next inside one serialised write (SQLite's write lock; in PostgreSQL an advisory lock that
+writers on every machine take), so two writers never chain to the same row. Triggers refuse
+UPDATE and DELETE (and TRUNCATE in PostgreSQL); `verify()` still finds an edited, deleted or
+reordered row if someone dropped them. Removing rows from the end, or
 rewriting the whole chain, is only caught against a copy of an earlier `head_hash` kept
 elsewhere. Patient IDs are stored only as pseudonyms.
 """
@@ -18,38 +22,26 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import Column, Integer, MetaData, Table, Text, select
+
 from clinassist.serving.security import database
 from clinassist.serving.security.errors import SiteKeyError
 from clinassist.serving.security.fhir import audit_event
 from clinassist.serving.security.site_key import KEY_FILE, load_site_key, pseudonymise
+from clinassist.serving.storage import Store, StoreSchema
 
 AUDIT_DB = "audit.db"
+AUDIT = StoreSchema("audit", AUDIT_DB)
 GENESIS_HASH = "0" * 64
+APPEND_ONLY = "the audit trail is append-only"
 OUTCOME_WORDS = ("success", "failure")
 Row = Mapping[str, Any] | sqlite3.Row
 HASHED_COLUMNS = ("id", "recorded", "actor", "role", "action", "resource", "outcome",
                   "patients", "detail")
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS audit_event (
-    id INTEGER PRIMARY KEY,
-    recorded TEXT NOT NULL,
-    actor TEXT NOT NULL,
-    role TEXT NOT NULL,
-    action TEXT NOT NULL,
-    resource TEXT NOT NULL,
-    outcome TEXT NOT NULL,
-    patients TEXT NOT NULL,
-    detail TEXT,
-    prev_hash TEXT NOT NULL,
-    row_hash TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS audit_event_recorded ON audit_event (recorded);
-CREATE TRIGGER IF NOT EXISTS audit_event_no_update BEFORE UPDATE ON audit_event
-BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
-CREATE TRIGGER IF NOT EXISTS audit_event_no_delete BEFORE DELETE ON audit_event
-BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
-"""
+events = Table("audit_event", MetaData(), Column("id", Integer, primary_key=True),
+                    *(Column(name, Text) for name in HASHED_COLUMNS[1:]),
+                    Column("prev_hash", Text), Column("row_hash", Text))
 
 
 @dataclass(frozen=True)
@@ -78,19 +70,24 @@ class VerifyResult:
 
 
 class AuditTrail:
-    """The audit table in `home/audit.db`, pseudonymising with the site key in `home`."""
+    """The audit store, pseudonymising with the site key in `home`."""
 
     def __init__(self, home: Path) -> None:
         """The trail and its key go together: either missing beside the other is lost state
         (the database is created before the key, so a first start cut short is not)."""
-        self.path = home / AUDIT_DB
         key_path = home / KEY_FILE
-        self._db = database.Database(
-            self.path, SCHEMA, required_because=f"{key_path} shows this home kept an audit "
+        self._db = Store(
+            home, AUDIT, required_because=f"{key_path} shows this home kept an audit "
             "trail (starting a new one would hide the loss)" if key_path.exists() else None)
-        if not key_path.exists() and self._db.query("SELECT 1 FROM audit_event").fetchone():
-            raise SiteKeyError(f"{key_path} is missing, but {self.path} holds pseudonyms made "
-                               f"with it (a new key would change every one): {database.RESTORE}")
+        self._db.keep_append_only("audit_event", APPEND_ONLY)
+        self.location = self._db.location
+        self.path = self._db.path  # the SQLite file, or None in PostgreSQL
+        with self._db.read() as db:
+            kept = db.execute(select(events.c.id).limit(1)).first() is not None
+        if not key_path.exists() and kept:
+            raise SiteKeyError(f"{key_path} is missing, but {self.location} holds pseudonyms "
+                               f"made with it (a new key would change every one): "
+                               f"{database.RESTORE}")
         self._key = load_site_key(home)
 
     def record(self, actor: str, role: str, action: str, resource: str, outcome: int | str,
@@ -104,16 +101,14 @@ class AuditTrail:
             "outcome": _outcome(outcome), "detail": detail,
             "patients": " ".join(dict.fromkeys(pseudonymise(str(i), self._key) for i in ids)),
         }
-        with self._db.transaction() as db:
-            last = db.execute(
-                "SELECT id, row_hash FROM audit_event ORDER BY id DESC LIMIT 1").fetchone()
-            row["id"] = 1 if last is None else last["id"] + 1
+        with self._db.write(serialised=True) as db:
+            last = db.execute(select(events.c.id, events.c.row_hash)
+                              .order_by(events.c.id.desc()).limit(1)).first()
+            row["id"] = 1 if last is None else last.id + 1
             row["recorded"] = datetime.now(UTC).isoformat(timespec="microseconds")
-            row["prev_hash"] = GENESIS_HASH if last is None else last["row_hash"]
+            row["prev_hash"] = GENESIS_HASH if last is None else last.row_hash
             row["row_hash"] = _chain_hash(row)
-            columns = ", ".join(row)
-            db.execute(f"INSERT INTO audit_event ({columns}) VALUES ({', '.join('?' * len(row))})",
-                       tuple(row.values()))
+            db.execute(events.insert().values(row))
         return _record(row)
 
     def records(self, since: datetime | None = None) -> list[AuditRecord]:
@@ -121,9 +116,10 @@ class AuditTrail:
         if since is not None and since.tzinfo is None:
             raise ValueError("since must carry a time zone, e.g. datetime(..., tzinfo=UTC)")
         after = "" if since is None else since.astimezone(UTC).isoformat(timespec="microseconds")
-        rows = self._db.query("SELECT * FROM audit_event WHERE recorded >= ? ORDER BY id",
-                              (after,))
-        return [_record(row) for row in rows]
+        with self._db.read() as db:
+            rows = db.execute(select(events).where(events.c.recorded >= after)
+                              .order_by(events.c.id)).mappings()
+            return [_record(row) for row in rows]
 
     def export_fhir(self, since: datetime | None = None) -> list[dict[str, Any]]:
         """The rows as FHIR R4 AuditEvent resources."""
@@ -131,10 +127,12 @@ class AuditTrail:
 
     def verify(self) -> VerifyResult:
         """Walk the chain from the genesis hash; report the first row that does not fit."""
-        return verify_chain(self._db.query("SELECT * FROM audit_event ORDER BY id"))
+        with self._db.read() as db:
+            return verify_chain(db.execute(select(events).order_by(events.c.id))
+                                .mappings())
 
 
-def verify_chain(rows: Iterable[sqlite3.Row]) -> VerifyResult:
+def verify_chain(rows: Iterable[Row]) -> VerifyResult:
     """Walk `rows` (all of them, by id) from the genesis hash; report the first that does not
     fit. Also run on the copy of a trail in a backup, opened read-only."""
     previous_hash, expected_id = GENESIS_HASH, 1
@@ -160,7 +158,7 @@ def _chain_hash(row: Row) -> str:
     return hashlib.sha256((row["prev_hash"] + content).encode("utf-8")).hexdigest()
 
 
-def _problem(row: sqlite3.Row, expected_id: int, previous_hash: str) -> str | None:
+def _problem(row: Row, expected_id: int, previous_hash: str) -> str | None:
     """Why `row` cannot follow the row whose hash is `previous_hash`, or None if it can."""
     if row["id"] != expected_id:
         return f"row ids jump from {expected_id - 1} to {row['id']}: rows were deleted"

@@ -80,7 +80,7 @@ def connect(path: Path, *, read_only: bool = False, remedy: str = RESTORE) -> sq
     return connection
 
 
-def _create_private(path: Path) -> None:
+def create_private(path: Path) -> None:
     """Create `path`, empty and mode 0600, unless it exists. An existing database is never
     opened outside SQLite: closing any descriptor of a file drops every POSIX lock the process
     holds on it, SQLite's included, and another process may then checkpoint and delete the WAL
@@ -111,7 +111,7 @@ class Database:
             raise DatabaseUnavailable(f"{path} is missing, but {required_because}: {RESTORE}")
         with named_errors(path):
             private_dir(path.parent)
-            _create_private(path)
+            create_private(path)
             connection = self._connection()
             connection.execute("PRAGMA journal_mode = WAL")
             connection.executescript(schema)

@@ -2,25 +2,27 @@
 
 CDS Hooks 2.0, "Trusting CDS Clients": the client signs a JWT with `iss`, `aud` (the service
 URL), `exp` (at most 5 minutes ahead), `iat` and a unique `jti`. Issuers and their public keys
-live in `home/security.db`; each `jti` is remembered until its token expires, so a captured
+live in the security store; each `jti` is remembered until its token expires, so a captured
 token cannot be replayed.
 """
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import jwt
+from sqlalchemy import Column, Integer, MetaData, Row, Table, Text, delete, select
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-from clinassist.serving.security import database
 from clinassist.serving.security.errors import PublicKeyError
 from clinassist.serving.security.principal import Principal
 from clinassist.serving.security.roles import Role, parse_role
+from clinassist.serving.security.users import SECURITY
+from clinassist.serving.storage import Store
+from clinassist.serving.storage.sql import insert
 
 REQUIRED_CLAIMS = ["iss", "exp", "iat", "jti"]
 MAX_LIFETIME_S = 300  # CDS Hooks: exp "SHALL be no more than 5 minutes in the future"
@@ -29,20 +31,12 @@ MIN_RSA_BITS = 2048
 EC_ALGORITHMS = {ec.SECP256R1.name: "ES256", ec.SECP384R1.name: "ES384"}
 RSA_ALGORITHMS = ["RS256", "RS384"]
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS trusted_issuers (
-    issuer TEXT PRIMARY KEY,
-    public_key_pem TEXT NOT NULL,
-    role TEXT NOT NULL,
-    audience TEXT
-);
-CREATE TABLE IF NOT EXISTS seen_jti (
-    issuer TEXT NOT NULL,
-    jti TEXT NOT NULL,
-    expires INTEGER NOT NULL,
-    PRIMARY KEY (issuer, jti)
-);
-"""
+TABLES = MetaData()
+trusted_issuers = Table("trusted_issuers", TABLES, Column("issuer", Text, primary_key=True),
+                        Column("public_key_pem", Text), Column("role", Text),
+                        Column("audience", Text))
+seen_jti = Table("seen_jti", TABLES, Column("issuer", Text, primary_key=True),
+                 Column("jti", Text, primary_key=True), Column("expires", Integer))
 
 
 @dataclass(frozen=True)
@@ -57,7 +51,7 @@ class TrustedIssuers:
     """The issuers whose signed JWTs authenticate callers, each mapped to one role."""
 
     def __init__(self, home: Path) -> None:
-        self._db = database.Database(home / database.SECURITY_DB, SCHEMA)
+        self._db = Store(home, SECURITY)
 
     def trust_issuer(self, issuer: str, public_key_pem: str, role: str,
                      audience: str | None = None) -> TrustedIssuer:
@@ -66,9 +60,11 @@ class TrustedIssuers:
             raise PublicKeyError("the issuer must be a non-empty string, e.g. the EHR's base URL")
         trusted = TrustedIssuer(issuer, parse_role(role), audience or None,
                                 _algorithms(public_key_pem))
-        with self._db.transaction() as db:
-            db.execute("INSERT OR REPLACE INTO trusted_issuers VALUES (?, ?, ?, ?)",
-                       (issuer, public_key_pem, trusted.role.value, trusted.audience))
+        values = {"public_key_pem": public_key_pem, "role": trusted.role.value,
+                  "audience": trusted.audience}
+        with self._db.write() as db:
+            db.execute(insert(db, trusted_issuers).values(issuer=issuer, **values)
+                       .on_conflict_do_update(index_elements=["issuer"], set_=values))
         return trusted
 
     def authenticate_jwt(self, token: str) -> Principal | None:
@@ -80,10 +76,10 @@ class TrustedIssuers:
         row = self._issuer(issuer) if isinstance(issuer, str) else None
         if row is None:
             return None
-        audience = row["audience"]
+        audience = row.audience
         try:
             claims = jwt.decode(
-                token, row["public_key_pem"], algorithms=_algorithms(row["public_key_pem"]),
+                token, row.public_key_pem, algorithms=_algorithms(row.public_key_pem),
                 issuer=issuer, audience=audience, leeway=LEEWAY_S,
                 options={"require": REQUIRED_CLAIMS, "verify_aud": audience is not None})
         except jwt.PyJWTError:
@@ -92,22 +88,21 @@ class TrustedIssuers:
         if expires - int(claims["iat"]) > MAX_LIFETIME_S or not self._first_use(
                 issuer, claims["jti"], expires + LEEWAY_S):
             return None
-        return Principal(issuer, Role(row["role"]), "jwt")
+        return Principal(issuer, Role(row.role), "jwt")
 
-    def _issuer(self, issuer: str) -> sqlite3.Row | None:
-        row: sqlite3.Row | None = self._db.query(
-            "SELECT * FROM trusted_issuers WHERE issuer = ?", (issuer,)).fetchone()
-        return row
+    def _issuer(self, issuer: str) -> Row | None:
+        with self._db.read() as db:
+            return db.execute(select(trusted_issuers).where(
+                trusted_issuers.c.issuer == issuer)).first()
 
     def _first_use(self, issuer: str, jti: str, forget_after: int) -> bool:
         """Remember `jti` until `forget_after`; False if it was already remembered."""
-        with self._db.transaction() as db:
-            db.execute("DELETE FROM seen_jti WHERE expires < ?", (int(time.time()),))
-            try:
-                db.execute("INSERT INTO seen_jti VALUES (?, ?, ?)", (issuer, jti, forget_after))
-            except sqlite3.IntegrityError:
-                return False
-        return True
+        with self._db.write() as db:
+            db.execute(delete(seen_jti).where(seen_jti.c.expires < int(time.time())))
+            added = db.execute(insert(db, seen_jti).values(
+                issuer=issuer, jti=jti, expires=forget_after).on_conflict_do_nothing()
+                .returning(seen_jti.c.jti)).first()
+        return added is not None
 
 
 def _algorithms(public_key_pem: str) -> list[str]:

@@ -1,0 +1,103 @@
+"""Where the stores keep their tables: one SQLite file per store in `CLINASSIST_HOME` (the
+default), or one PostgreSQL database for every store when `CLINASSIST_DATABASE_URL` is set.
+
+One engine per SQLite file and one per PostgreSQL URL, per process: the stores of a process
+share its connection pool. A forked child drops the pools it inherited (a connection must never
+cross a fork) and opens its own.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+from clinassist.serving.security.database import (
+    BUSY_TIMEOUT_S,
+    DatabaseUnavailable,
+)
+
+DATABASE_URL_ENV = "CLINASSIST_DATABASE_URL"
+POSTGRESQL_DRIVER = "postgresql+psycopg"
+IMMEDIATE = "clinassist_immediate"  # execution option: a SQLite transaction that writes
+POOL_SIZE = 5  # connections kept per engine; more open (and close) while threads need them
+
+_engines: dict[str, Engine] = {}
+_lock = threading.Lock()
+
+
+def database_url() -> URL | None:
+    """$CLINASSIST_DATABASE_URL as a PostgreSQL URL for psycopg 3, or None (SQLite files)."""
+    text = os.environ.get(DATABASE_URL_ENV, "").strip()
+    if not text:
+        return None
+    try:
+        url = make_url(text)
+    except ArgumentError:
+        raise DatabaseUnavailable(
+            f"{DATABASE_URL_ENV} is not a database URL: write it as "
+            "postgresql://USER:PASSWORD@HOST:5432/DATABASE, or unset it for SQLite files") from None
+    if url.get_backend_name() not in ("postgresql", "postgres"):
+        raise DatabaseUnavailable(
+            f"{DATABASE_URL_ENV} names a {url.get_backend_name()} database; only PostgreSQL is "
+            "supported (postgresql://USER:PASSWORD@HOST:5432/DATABASE), or unset it for SQLite")
+    return url.set(drivername=POSTGRESQL_DRIVER)
+
+
+def describe(url: URL) -> str:
+    """The URL without its password, for messages and logs."""
+    return url.render_as_string(hide_password=True)
+
+
+def sqlite_engine(path: Path) -> Engine:
+    """The engine of one SQLite file: WAL, synchronous FULL, a 10 s busy timeout, and BEGIN
+    IMMEDIATE for transactions that write (so read-then-write steps cannot race)."""
+    return _cached(f"sqlite:{path}", lambda: _new_sqlite_engine(path))
+
+
+def postgresql_engine(url: URL) -> Engine:
+    return _cached(describe(url), lambda: create_engine(
+        url, pool_size=POOL_SIZE, max_overflow=-1, pool_pre_ping=True,
+        connect_args={"connect_timeout": int(BUSY_TIMEOUT_S),
+                      "application_name": "clinassist"}))
+
+
+def _cached(key: str, make: Any) -> Engine:
+    with _lock:
+        engine = _engines.get(key)
+        if engine is None:
+            engine = _engines[key] = make()
+        return engine
+
+
+def _new_sqlite_engine(path: Path) -> Engine:
+    engine = create_engine(f"sqlite:///{path}", pool_size=POOL_SIZE, max_overflow=-1,
+                           connect_args={"timeout": BUSY_TIMEOUT_S, "check_same_thread": False})
+
+    @event.listens_for(engine, "connect")
+    def _configure(connection: sqlite3.Connection, _record: Any) -> None:
+        connection.isolation_level = None  # transactions are begun below, not by sqlite3
+        connection.execute("SELECT count(*) FROM sqlite_schema").fetchone()  # damaged: fail now
+        connection.execute("PRAGMA synchronous = FULL")  # a committed row survives power loss
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Any) -> None:
+        immediate = connection.get_execution_options().get(IMMEDIATE, False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+def _forget_in_child() -> None:
+    """After a fork: drop (without closing) the parent's connections in every pool."""
+    for engine in _engines.values():
+        engine.dispose(close=False)
+
+
+os.register_at_fork(after_in_child=_forget_in_child)
