@@ -37,7 +37,7 @@ def triage(service) -> dict:
 def sr_version(service, answer: dict) -> set[str]:
     sr = httpx.get(service.url + answer["objects"]["sr"], headers=service.headers("ml_engineer"),
                    timeout=60)
-    return {str(e.SoftwareVersions) for e in
+    return {str(e.get("SoftwareVersions")) for e in
             pydicom.dcmread(io.BytesIO(sr.content)).ContributingEquipmentSequence}
 
 
