@@ -34,7 +34,7 @@ def use_fixed_site_key(home: Path) -> None:
 
 
 def site_studies(per_class: int) -> list[SiteStudy]:
-    """`per_class` pneumonia and `per_class` normal adults, one image of each patient, ages 30-79."""
+    """`per_class` pneumonia and `per_class` normal adults, one image per patient, aged 30-79."""
     records = nih_adult_data.make_splits(nih_adult_data.read_manifest()).train
     chosen, patients = [], set()
     for label in (1, 0):

@@ -13,7 +13,8 @@ from clinassist.training.paired_tests import (Z_ONE_SIDED, delong, paired_bootst
 
 def definition(positives: np.ndarray, negatives: np.ndarray):
     """DeLong et al. 1988 as written: psi(x, y) = 1 if x > y, 1/2 if equal, over all pairs."""
-    psi = (positives[:, None] > negatives[None, :]) + 0.5 * (positives[:, None] == negatives[None, :])
+    above = positives[:, None] > negatives[None, :]
+    psi = above + 0.5 * (positives[:, None] == negatives[None, :])
     return psi.mean(), psi.mean(axis=1), psi.mean(axis=0)
 
 
@@ -83,7 +84,8 @@ def test_the_paired_bootstrap_gives_each_models_rates_and_a_bound_below_the_diff
     candidate = production | ((targets == 1) & (rng.random(200) < 0.5))  # catches more
     result = paired_bootstrap(targets, candidate, production, patients, resamples=500)
     sens, spec = result["sensitivity"], result["specificity"]
-    assert sens.candidate == np.mean(candidate[:100]) and sens.production == np.mean(production[:100])
+    assert sens.candidate == np.mean(candidate[:100])
+    assert sens.production == np.mean(production[:100])
     assert sens.difference > 0 and 0 < sens.lower_95 < sens.difference
     assert spec.difference == 0 and spec.lower_95 == 0  # no negative's flag changed
     same = paired_bootstrap(targets, production, production, patients, resamples=100)

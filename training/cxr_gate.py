@@ -218,7 +218,8 @@ def public_cases(limit: int | None) -> list[Cases]:
     cases = []
     for population, images in cxr_populations.test_sets().items():
         keep = stratified_subset(images, limit)
-        cases.append(Cases(population, f"{images.part} ({cxr_populations.DESCRIPTIONS[population]})",
+        described = f"{images.part} ({cxr_populations.DESCRIPTIONS[population]})"
+        cases.append(Cases(population, described,
                            [images.pixels[i].astype(np.float32) for i in keep],
                            images.targets[keep], images.patients[keep], population=population))
     return cases

@@ -4,7 +4,8 @@ A training run is first exported to a bundle (`--bundle DIR`, else a folder besi
 `RUN/bundle-VERSION`), which is registered as a candidate. The gate then compares it with the
 registry's production version (see `cxr_gate`), writes `gate.json` beside the candidate (in the
 bundle, and in the run when it was one) and records the decision in the registry, bound to the
-model file's SHA-256, where `clinassist models promote VERSION` checks it. Exits 0 when it passed, 1 when it did not.
+model file's SHA-256, where `clinassist models promote VERSION` checks it. Exits 0 when it
+passed, 1 when it did not.
 """
 
 from __future__ import annotations

@@ -3,9 +3,9 @@
 - AUC: DeLong, DeLong and Clarke-Pearson's variance of the difference of two correlated AUCs
   (Biometrics 1988;44:837-845), computed with the fast midrank algorithm of Sun and Xu
   (IEEE Signal Processing Letters 2014;21(11):1389-1393): O((m + n) log(m + n)) per model
-  instead of the m x n comparisons of the original (midranks from scipy's `rankdata`). No PyPI package for it is well kept (the
-  few that exist are single-author releases without tests against the reference), so it is
-  written out here and tested against the O(m n) definition.
+  instead of the m x n comparisons of the original (midranks from scipy's `rankdata`). No PyPI
+  package for it is well kept (the few that exist are single-author releases without tests
+  against the reference), so it is written out here and tested against the O(m n) definition.
 - Sensitivity and specificity at each model's own threshold: a paired bootstrap, both models
   scored on the same resamples of whole patients (stratified by whether the patient has a
   positive image), so the correlation of their errors is kept.

@@ -74,7 +74,8 @@ class SiteSplit:
 
     def summary(self) -> dict:
         """What a run's config records of the site data it trained on (no image lists)."""
-        return {"path": str(self.dataset.root.resolve()), "manifest_sha256": self.dataset.manifest_sha256,
+        return {"path": str(self.dataset.root.resolve()),
+                "manifest_sha256": self.dataset.manifest_sha256,
                 "split_seed": SPLIT_SEED, "held_out_fraction": HELD_OUT_FRACTION,
                 "train_images": len(self.train),
                 "train_patients": len({r.patient_id for r in self.train}),

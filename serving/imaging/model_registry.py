@@ -91,7 +91,8 @@ class Kind(StrEnum):
 
 
 class RegistryError(ClinassistError):
-    """A registry change that is not allowed or not possible (the message says why and what to do)."""
+    """A registry change that is not allowed or not possible (the message says why, and what
+    to do)."""
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,8 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     promote.set_defaults(func=cmd_promote)
     rollback = commands.add_parser(
         "rollback", help="serve again the version the current production replaced")
-    rollback.add_argument("--reason", default="rolled back", help="recorded in the registry and audit")
+    rollback.add_argument("--reason", default="rolled back",
+                          help="recorded in the registry and audit")
     rollback.set_defaults(func=cmd_rollback)
 
 
