@@ -12,7 +12,6 @@ from starlette.responses import JSONResponse, Response
 
 from clinassist.serving.dicom import DicomRejection
 from clinassist.serving.http_body import BodyTooLarge, read_capped
-from clinassist.serving.imaging.results_store import dicom_bytes
 from clinassist.serving.imaging.monitoring_metrics import record_triage
 from clinassist.serving.imaging.triage import ModelBusy
 
@@ -98,10 +97,10 @@ async def triage_one(request: Request, data: bytes, include: set[str]) -> tuple[
         return 503, {"error": "busy", "reason": str(busy)}
     if patient_id := str(outcome.source.get("PatientID") or ""):  # Type 2: may be empty
         request.state.audit_patient_ids.append(patient_id)
-    objects = {"sr": dicom_bytes(outcome.sr), "sc": dicom_bytes(outcome.sc)}
+    objects = outcome.objects
     summary = outcome.summary()
-    result_id = store.save(summary, objects)
-    await run_in_threadpool(record_triage, request.app.state, summary, result_id, outcome.source)
+    result_id = await run_in_threadpool(store.save, summary, objects)  # fsync: off the loop
+    await run_in_threadpool(record_triage, request.app.state, summary, result_id, outcome.pixels)
     body = {"id": result_id, **summary,
             "objects": {kind: f"/v1/imaging/results/{result_id}/{kind}" for kind in OBJECT_KINDS}}
     for kind in include & set(OBJECT_KINDS):

@@ -27,7 +27,6 @@ import numpy as np
 
 from clinassist.bundle import read_metadata
 from clinassist.config import home_dir
-from clinassist.serving.dicom import radiograph_pixels
 from clinassist.serving.imaging.feedback import Feedback, FeedbackStore
 from clinassist.serving.imaging.monitoring import (Agreement, ImageStats, MonitoringStore,
                                                    Reference, TriageEvent, drift)
@@ -132,6 +131,6 @@ def service_monitor(state: Any) -> ServiceMonitor:
         return state.monitor
 
 
-def record_triage(state: Any, summary: dict, result_id: str, source) -> None:
-    """Record a completed triage; its pixel statistics come from the (already decoded) source."""
-    service_monitor(state).triage_completed(summary, result_id, radiograph_pixels(source))
+def record_triage(state: Any, summary: dict, result_id: str, pixels: np.ndarray) -> None:
+    """Record a completed triage; its pixel statistics come from the pipeline's decoded image."""
+    service_monitor(state).triage_completed(summary, result_id, pixels)

@@ -7,9 +7,10 @@ requests are batched.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Awaitable, Callable
 
@@ -23,14 +24,18 @@ from clinassist.serving.dicom import (Finding, Limits, TriageResult, build_secon
                                       build_sr, check_header, patient_age_years,
                                       radiograph_pixels, read_instance)
 from clinassist.serving.dicom.referable import check_referable
+from clinassist.serving.dicom.results import Flag
 from clinassist.serving.imaging.model_registry import (ProductionFollower, production_dir,
                                                        version_metadata)
 from clinassist.serving.imaging.operating_points import (OperatingPoint, OperatingPoints,
                                                          population_caution)
+from clinassist.serving.imaging.results_store import dicom_bytes
 from clinassist.serving.imaging.site_calibration import ModelIdentity, SiteCalibrationStore
 
 Inference = dict[str, object]
 Infer = Callable[[list[np.ndarray]], Awaitable[list[Inference]]]
+# The study's worklist priority with this result, for the SR (None: leave it out).
+StudyPriority = Callable[[Dataset, TriageResult], Flag | None]
 
 CXR_BUNDLE, QC_BUNDLE = "cxr_pneumonia", "qc_radiograph"
 PIXEL_QC_MESSAGES = {
@@ -74,7 +79,10 @@ class Models:
             by_shape[image.shape].append(index)
         results: list[Inference] = [{} for _ in images]
         for indices in by_shape.values():
-            batch = np.stack([images[i] for i in indices])[:, None].astype(np.float32)
+            # A lone image is only viewed as (1, 1, H, W): a radiograph is tens of megabytes.
+            batch = (images[indices[0]][None, None] if len(indices) == 1 else
+                     np.stack([images[i] for i in indices])[:, None]).astype(np.float32,
+                                                                            copy=False)
             scored = cxr.run(image=batch)
             qc = self.qc.run(image=batch)["probabilities"]
             for row, index in enumerate(indices):
@@ -139,6 +147,8 @@ class Triage:
     sr: Dataset | None = None
     sc: Dataset | None = None
     operating_point: OperatingPoint | None = None
+    objects: dict[str, bytes] = field(default_factory=dict)  # "sr", "sc": Part 10, written once
+    pixels: np.ndarray | None = None  # the display-ready image, for monitoring
 
     def summary(self) -> dict:
         point = self.operating_point
@@ -199,13 +209,8 @@ class Pipeline:
     async def assess(self, data: bytes, clock: "Stopwatch | None" = None) -> Assessment:
         """Raises `DicomRejection` for input that is not a usable DICOM instance."""
         clock = clock or Stopwatch()
-        source = read_instance(data, self.limits)
-        check_referable(source)  # before any work: the SR and SC are filed and cite it
-        age = patient_age_years(source)
-        findings = check_header(source)
-        if (caution := population_caution(age)) is not None:
-            findings.append(caution)
-        pixels = radiograph_pixels(source)
+        # In a thread, as the encoding below: the event loop keeps serving other requests.
+        source, age, findings, pixels = await asyncio.to_thread(self._decode, data)
         clock.lap("decode")
         inference = (await self.infer([pixels]))[0]
         clock.lap("inference")
@@ -215,17 +220,36 @@ class Pipeline:
             findings = [pixel_finding, *findings]
         return Assessment(source, age, findings, pixels, inference, verdict)
 
-    async def triage(self, data: bytes) -> Triage:
-        """Raises `DicomRejection` for input that is not a usable DICOM instance."""
+    def _decode(self, data: bytes) -> tuple[Dataset, float | None, list[Finding], np.ndarray]:
+        source = read_instance(data, self.limits)
+        check_referable(source)  # before any work: the SR and SC are filed and cite it
+        age = patient_age_years(source)
+        findings = check_header(source)
+        if (caution := population_caution(age)) is not None:
+            findings.append(caution)
+        return source, age, findings, radiograph_pixels(source)
+
+    async def triage(self, data: bytes, study_priority: StudyPriority | None = None) -> Triage:
+        """Raises `DicomRejection` for input that is not a usable DICOM instance.
+        `study_priority`, if given, puts the study's worklist priority into the SR."""
         clock = Stopwatch()
         assessed = await self.assess(data, clock)
         description = self.description.of_version(assessed.inference.get("model_version"))
         point = description.operating_points().for_age(assessed.age_years)
         result = self.result(assessed, point, description)
         triage = Triage(assessed.source, assessed.findings, result, assessed.pixel_qc,
-                        batch_size=assessed.inference["batch_size"], operating_point=point)
-        triage.sr = build_sr(assessed.source, result)
-        triage.sc = build_secondary_capture(assessed.source, assessed.pixels, result)
+                        batch_size=assessed.inference["batch_size"], operating_point=point,
+                        pixels=assessed.pixels)
+        if study_priority is not None:
+            sr_result = replace(result, study_priority=study_priority(assessed.source, result))
+        else:
+            sr_result = result
+        # Both objects at once: the SR is Python, the picture mostly Pillow's C (no GIL).
+        (triage.sr, sr_bytes), (triage.sc, sc_bytes) = await asyncio.gather(
+            asyncio.to_thread(_encoded, build_sr, assessed.source, sr_result),
+            asyncio.to_thread(_encoded, build_secondary_capture, assessed.source,
+                              assessed.pixels, result))
+        triage.objects = {"sr": sr_bytes, "sc": sc_bytes}
         clock.lap("encode")
         triage.timings_ms = clock.laps
         return triage
@@ -244,6 +268,11 @@ class Pipeline:
         return TriageResult(probability=probability, qc_passed=True, qc_reasons=cautions,
                             flag="urgent" if probability >= point.threshold else "routine",
                             cam=np.asarray(assessed.inference["cam"]), **common)
+
+
+def _encoded(build: Callable[..., Dataset], *arguments) -> tuple[Dataset, bytes]:
+    ds = build(*arguments)
+    return ds, dicom_bytes(ds)
 
 
 class Stopwatch:
