@@ -31,9 +31,10 @@ bento: $(STAMP)
 
 # Debian packages the tests start or call: dciodvfy (dicom3tools) validates the DICOM objects
 # the service writes; Orthanc is the PACS of the integration tests; dcmtk's storescu feeds it;
-# PostgreSQL is the shared database the store tests and the replica test start
-# (tests/postgres_server.py).
-SYSTEM_PACKAGES := dicom3tools orthanc orthanc-dicomweb dcmtk postgresql
+# headless Chromium opens Orthanc's Web Viewer in the viewer test; PostgreSQL is the shared
+# database the store tests and the replica test start (tests/postgres_server.py).
+SYSTEM_PACKAGES := dicom3tools orthanc orthanc-dicomweb orthanc-webviewer dcmtk chromium \
+	chromium-driver postgresql
 system-packages:
 	@if ! dpkg -s $(SYSTEM_PACKAGES) >/dev/null 2>&1; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES); fi

@@ -39,13 +39,17 @@ class LocalOrthanc:
         self.process = _run(self.folder, self.url)
 
 
-def start(folder: Path, http_port: int, dicom_port: int, gateway_port: int) -> LocalOrthanc:
-    """Orthanc storing under `folder`, routing chest radiographs to a gateway on `gateway_port`."""
+def start(folder: Path, http_port: int, dicom_port: int, gateway_port: int | None) -> LocalOrthanc:
+    """Orthanc storing under `folder`, routing chest radiographs to a gateway on
+    `gateway_port` (None: a plain Orthanc, routing nothing)."""
     config = json.loads((FOLDER / "orthanc.json").read_text())
     config.update(StorageDirectory=str(folder / "db"), IndexDirectory=str(folder / "db"),
-                  HttpPort=http_port, DicomPort=dicom_port,
-                  LuaScripts=[str(FOLDER / "route-to-clinassist.lua")],
-                  DicomModalities={"clinassist": ["CLINASSIST", "127.0.0.1", gateway_port]})
+                  HttpPort=http_port, DicomPort=dicom_port)
+    if gateway_port is None:
+        config.update(LuaScripts=[], DicomModalities={})
+    else:
+        config.update(LuaScripts=[str(FOLDER / "route-to-clinassist.lua")],
+                      DicomModalities={"clinassist": ["CLINASSIST", "127.0.0.1", gateway_port]})
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "orthanc.json").write_text(json.dumps(config))
     return LocalOrthanc(folder, http_port, dicom_port,
