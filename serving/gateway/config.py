@@ -276,6 +276,10 @@ class GatewayConfig:
 
     A delivery that fails waits `backoff_s`, doubling each time up to `max_backoff_s`; after
     `max_attempts` failures the job is dead-lettered until `clinassist gateway retry`.
+
+    Several gateways may share one queue (PostgreSQL): each claims work with a lease of
+    `lease_s`, which another gateway takes over once it expires, and all of them keep received
+    instances in one shared `spool` folder (default: `home/gateway/instances`, this gateway's).
     """
 
     allowed_calling_ae_titles: tuple[str, ...]
@@ -289,6 +293,8 @@ class GatewayConfig:
     max_backoff_s: float = 600.0
     orthanc: OrthancFeed | None = None
     tls: TlsSettings | None = None
+    lease_s: float = 60.0
+    spool: str | None = None
 
     def __post_init__(self) -> None:
         ae_title(self.ae_title, "ae_title")
@@ -298,9 +304,9 @@ class GatewayConfig:
         for calling in self.allowed_calling_ae_titles:
             ae_title(calling, "allowed_calling_ae_titles")
         if (self.workers < 1 or self.max_attempts < 1
-                or not 0 < self.backoff_s <= self.max_backoff_s):
-            raise ConfigError("workers and max_attempts must be at least 1, and "
-                              "0 < backoff_s <= max_backoff_s")
+                or not 0 < self.backoff_s <= self.max_backoff_s or not self.lease_s > 0):
+            raise ConfigError("workers and max_attempts must be at least 1, "
+                              "0 < backoff_s <= max_backoff_s and lease_s > 0")
         over_tls = [str(d) for d in self.destinations
                     if isinstance(d, CStoreDestination) and d.tls]
         if over_tls and self.tls is None:

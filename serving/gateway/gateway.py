@@ -27,7 +27,8 @@ STOP_S = 5.0  # how long stopping waits for work in progress (supervisors allow 
 
 
 def open_queue(home: Path, config: GatewayConfig) -> JobQueue:
-    return JobQueue(home, Backoff(config.max_attempts, config.backoff_s, config.max_backoff_s))
+    return JobQueue(home, Backoff(config.max_attempts, config.backoff_s, config.max_backoff_s),
+                    config.lease_s, Path(config.spool) if config.spool else None)
 
 
 class Gateway:
@@ -60,6 +61,8 @@ class Gateway:
         self.queue.recover()
         self._threads = [threading.Thread(target=self._run, name=f"gateway-worker-{n}",
                                           daemon=True) for n in range(self.config.workers)]
+        self._threads.append(threading.Thread(target=self.queue.keep_leases, args=(self._stop,),
+                                              name="gateway-leases", daemon=True))
         if self.catch_up is not None:
             self._threads.append(threading.Thread(target=self.catch_up.run, args=(self._stop,),
                                                   name="gateway-catch-up", daemon=True))

@@ -14,22 +14,22 @@ import logging
 import ssl
 import traceback
 from collections.abc import Sequence
-from dataclasses import replace
 from io import BytesIO
 from pathlib import Path
 
 from pydicom import Dataset, dcmread
 
 from clinassist.errors import ClinassistError
-from clinassist.serving.dicom import DicomRejection, build_sr
+from clinassist.serving.dicom import DicomRejection, TriageResult
+from clinassist.serving.dicom.results import Flag
 from clinassist.serving.gateway.config import Destination, WebhookDestination, parse_destination
 from clinassist.serving.gateway.fhir import triage_report
-from clinassist.serving.gateway.queue import Delivery, Job, JobQueue
+from clinassist.serving.gateway.queue import Delivery, Job, JobQueue, LeaseLost
 from clinassist.serving.gateway.sender import post_json, send
 from clinassist.serving.gateway.worklist import Worklist, raised
-from clinassist.serving.imaging.results_store import ResultStore, dicom_bytes
+from clinassist.serving.imaging.results_store import ResultStore
 from clinassist.serving.security import AuditTrail
-from clinassist.serving.imaging.triage import Pipeline, Triage
+from clinassist.serving.imaging.triage import Pipeline
 
 log = logging.getLogger(__name__)
 RESULT_KINDS = ("sr", "sc")
@@ -51,28 +51,30 @@ class Worker:
     def step(self) -> bool:
         """Do one due piece of work; False when there was nothing to do. Deliveries go
         first: finished results reach the radiologist before new instances are started."""
-        delivery = self.queue.claim_delivery()
-        if delivery is not None:
-            self.deliver(delivery)
-            return True
-        job = self.queue.claim_job()
-        if job is not None:
-            self.triage(job)
+        try:
+            delivery = self.queue.claim_delivery()
+            if delivery is not None:
+                self.deliver(delivery)
+                return True
+            job = self.queue.claim_job()
+            if job is not None:
+                self.triage(job)
+                return True
+        except LeaseLost as lost:  # this gateway stalled past its lease: the other one's work
+            log.warning("%s", lost)
             return True
         return False
 
-    def _sr_with_study_priority(self, outcome: Triage) -> Dataset:
-        """The SR, carrying the study's worklist priority as it stands with this result."""
-        study = self.worklist.entry(str(outcome.source.StudyInstanceUID))
-        priority = raised(study.priority if study else None, outcome.result.flag)
-        if priority == "unscored":
-            return outcome.sr
-        return build_sr(outcome.source, replace(outcome.result, study_priority=priority))
+    def _study_priority(self, source: Dataset, result: TriageResult) -> Flag | None:
+        """The study's worklist priority as it stands with this result, for its SR."""
+        study = self.worklist.entry(str(source.StudyInstanceUID))
+        priority = raised(study.priority if study else None, result.flag)
+        return None if priority == "unscored" else priority
 
     def triage(self, job: Job) -> None:
         try:
             outcome = asyncio.run(self.pipeline.triage(
-                self.queue.instance_path(job.id).read_bytes()))
+                self.queue.instance_path(job.id).read_bytes(), self._study_priority))
         except DicomRejection as rejection:
             self.queue.rejected(job.id, rejection.code)
             log.warning("job %s rejected: %s", job.id, rejection.code)
@@ -83,9 +85,7 @@ class Worker:
             return
         source, result = outcome.source, outcome.result
         patient_id = str(source.get("PatientID", ""))
-        result_id = self.results.save(outcome.summary(), {
-            "sr": dicom_bytes(self._sr_with_study_priority(outcome)),
-            "sc": dicom_bytes(outcome.sc)})
+        result_id = self.results.save(outcome.summary(), outcome.objects)
         self.worklist.record(str(source.StudyInstanceUID), patient_id,
                              str(source.get("AccessionNumber", "")), result.flag,
                              result.probability, job.received_at, result_id)
