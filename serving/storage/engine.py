@@ -84,6 +84,8 @@ def _new_sqlite_engine(path: Path) -> Engine:
     def _configure(connection: sqlite3.Connection, _record: Any) -> None:
         connection.isolation_level = None  # transactions are begun below, not by sqlite3
         connection.execute("SELECT count(*) FROM sqlite_schema").fetchone()  # damaged: fail now
+        if connection.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            connection.execute("PRAGMA journal_mode = WAL")  # readers never wait for a writer
         connection.execute("PRAGMA synchronous = FULL")  # a committed row survives power loss
 
     @event.listens_for(engine, "begin")
