@@ -40,8 +40,14 @@ class Manifests:
         variables: dict[str, str] = {}
         for source in container.get("envFrom", []):
             variables.update(self.get("ConfigMap", source["configMapRef"]["name"])["data"])
-        variables.update({item["name"]: item["value"] for item in container.get("env", [])})
+        variables.update({item["name"]: item["value"] for item in container.get("env", [])
+                          if "value" in item})
         return variables
+
+    def secrets(self, workload: str) -> dict[str, dict]:
+        """The container's variables taken from a Secret: name -> its secretKeyRef."""
+        return {item["name"]: item["valueFrom"]["secretKeyRef"]
+                for item in self.container(workload).get("env", []) if "valueFrom" in item}
 
 
 def load() -> Manifests:

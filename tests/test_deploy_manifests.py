@@ -20,6 +20,7 @@ from clinassist.serving.dicom.pixels import Limits
 from clinassist.serving.gateway.config import CONFIG_FILE, GatewayConfig
 from clinassist.serving.gateway.worklist import DEFAULT_MAX_WAIT, max_wait_from_env
 from clinassist.serving.medication.cds import CardPolicy
+from clinassist.serving.storage import DATABASE_URL_ENV
 
 ROOT = Path(__file__).resolve().parent.parent
 BENTO_SERVICES = {"clinassist": "api", "triage-model": "triage-model"}  # workload -> component
@@ -125,16 +126,39 @@ def test_bentoml_services_are_probed_at_livez_and_readyz(manifests):
         assert gateway[kind] == {**gateway[kind], "tcpSocket": {"port": "dicom"}}
 
 
+# Read by the code but set by no manifest, and why.
+NOT_DEPLOYED = {
+    "CLINASSIST_API_KEY": "an admin's own key, read by `clinassist models promote --override` "
+                          "from the shell of the person who runs it; never stored in the cluster",
+}
+DATABASE_SECRET = {"name": "clinassist-database", "key": "url", "optional": True}
+
+
 def test_every_variable_the_code_reads_is_set_and_only_those(manifests):
-    read = variables_the_code_reads()
+    read = variables_the_code_reads() - set(NOT_DEPLOYED)
     set_anywhere: set[str] = set()
     for workload in (*BENTO_SERVICES, GATEWAY):
-        variables = manifests.environment(workload)
+        variables = {**manifests.environment(workload), **manifests.secrets(workload)}
         assert variables["BENTOML_DO_NOT_TRACK"] == "true", workload
         ours = {name for name in variables if name.startswith("CLINASSIST_")}
         assert ours <= read, f"{workload} sets {sorted(ours - read)}, which no code reads"
         set_anywhere |= ours
     assert read <= set_anywhere, f"no manifest sets {sorted(read - set_anywhere)}"
+
+
+def test_the_stateful_services_take_the_database_url_from_a_secret(manifests):
+    """Without the Secret the stores are SQLite files in the home; with it, PostgreSQL."""
+    for workload in STATEFUL:
+        assert manifests.secrets(workload) == {DATABASE_URL_ENV: DATABASE_SECRET}, workload
+    assert DATABASE_URL_ENV not in manifests.secrets("triage-model")  # stateless
+
+
+def test_the_api_answers_503_before_the_pod_is_killed(manifests):
+    """start-http-server lets a request run until the kubelet's SIGKILL at the pod's grace
+    period; the API answers 503 (stopping.py) a second before it."""
+    grace = pod(manifests, "clinassist")["terminationGracePeriodSeconds"]
+    assert float(manifests.environment("clinassist")["CLINASSIST_STOP_GRACE_S"]) == grace
+    assert "--timeout-graceful-shutdown" not in manifests.container("clinassist")["args"]
 
 
 def test_the_settings_are_the_codes_defaults_and_accepted_by_it(manifests, monkeypatch):

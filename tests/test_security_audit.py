@@ -228,3 +228,38 @@ def test_collection_bundle_wraps_the_events(trail):
     bundle = collection_bundle(trail.export_fhir())
     assert (bundle["resourceType"], bundle["type"]) == ("Bundle", "collection")
     assert [entry["resource"]["id"] for entry in bundle["entry"]] == ["1", "2", "3", "4"]
+
+
+WRITER = """
+import sys
+from pathlib import Path
+from clinassist.serving.security import AuditTrail
+trail = AuditTrail(Path(sys.argv[1]))
+print("ready", flush=True)
+sys.stdin.readline()
+for n in range(int(sys.argv[2])):
+    trail.record(f"writer-{sys.argv[3]}", "admin", "audit:read", f"/r/{n}", 200)
+"""
+
+
+def test_writers_in_several_processes_append_to_one_chain(tmp_path, database):
+    """Each process appends as a replica would, all released at once: the appends serialise
+    (SQLite's write lock; PostgreSQL's advisory lock), so no two rows chain to the same one."""
+    import subprocess
+    import sys
+
+    AuditTrail(tmp_path)  # the site key and the tables, before the writers race for them
+    writers = [subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path), "15", str(n)],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+               for n in range(3)]
+    for writer in writers:
+        assert writer.stdout.readline() == "ready\n"
+    for writer in writers:
+        writer.stdin.write("go\n")
+        writer.stdin.flush()
+    assert [writer.wait(120) for writer in writers] == [0, 0, 0]
+    trail = AuditTrail(tmp_path)
+    result = trail.verify()
+    assert (result.ok, result.rows) == (True, 45)
+    assert sorted(r.actor for r in trail.records()) == sorted(
+        f"writer-{n}" for n in range(3) for _ in range(15))
