@@ -18,7 +18,7 @@ from clinassist.processes import Program, supervise
 BUNDLES = {"cxr": "cxr_pneumonia", "qc": "qc_radiograph", "ddi": "ddi_drugbank86"}
 CONFIGS = {"cxr": "cxr_pneumonia.yaml", "qc": "qc.yaml", "ddi": "ddi.yaml"}
 MODEL_HELP = ("cxr: pneumonia triage; qc: pixel quality control; "
-              "ddi: drug-interaction type (DrugBank-86)")
+              "ddi: drug interactions (does a pair interact, and how: DrugBank-86 type)")
 CONFIG_DIR = Path(__file__).resolve().parent / "training" / "configs"
 IN_FLIGHT_GRACE_S = 5  # `serve` lets requests in flight finish this long after SIGTERM
 
@@ -119,8 +119,10 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     plots = bundle.path if args.write else args.plots
     if args.model == "cxr":
         result = evaluate(bundle, plots_dir=plots)
+    elif args.model == "ddi" and args.run:
+        result = evaluate(args.run, bundle, plots)  # all splits; reliability diagrams
     else:
-        result = evaluate(args.run if args.model == "ddi" and args.run else bundle)
+        result = evaluate(bundle)
     if args.write:
         (bundle.path / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2) if args.json else format_table(result))
@@ -218,7 +220,8 @@ def parser() -> argparse.ArgumentParser:
     cal_site.set_defaults(func=cmd_calibrate_site)
 
     compare = commands.add_parser(
-        "compare", help="rank each run and every ensemble of runs on validation NLL")
+        "compare", help="rank each run and every ensemble of runs on validation "
+                         "(worst-group AUC, then NLL)")
     add_model_argument(compare, choices=("cxr",))
     compare.add_argument("--run", type=Path, action="append", required=True,
                          help="run directory, repeated")
