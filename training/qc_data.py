@@ -1,14 +1,17 @@
 """Training data for the pixel quality-control model.
 
-Positives are the Kermany chest radiographs as they are; the other chest classes are the same
-radiographs rotated, mirrored or inverted; negatives are real images of other modalities shipped
-with pydicom (CT, MR, NM, US, SEG, secondary captures). Negative files are split by file, so the
-held-out evaluation sees images from files the model never saw.
+Positives are chest radiographs as they are, from two populations (Kermany children, NIH
+adults); the other chest classes are the same radiographs rotated, mirrored or inverted;
+negatives are real images of other modalities shipped with pydicom (CT, MR, NM, US, SEG,
+secondary captures). Negative files are split by file, so the held-out evaluation sees images
+from files the model never saw.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -84,17 +87,32 @@ def to_item(image: np.ndarray) -> torch.Tensor:
                          antialias=True, align_corners=False)[0]
 
 
+@dataclass(frozen=True)
+class ChestPool:
+    """One population's radiographs, (N, H, W), and the share of chest items drawn from it."""
+
+    population: str
+    images: np.ndarray
+    share: float
+
+
 class QcDataset(Dataset):
     """Balanced over the QC classes: item i has class i mod 7.
 
+    A chest item first draws its population by the pools' shares, then an image of that
+    population, so a small population gets its share however few images it has.
     With `augment`, each access draws a fresh random image and view (reproducible under the
     training seed); without, item i is fixed by (seed, i), so validation and test sets are
     the same on every run.
     """
 
-    def __init__(self, chest: np.ndarray, negatives: list[np.ndarray], length: int, seed: int,
-                 augment: bool):
-        self.chest, self.negatives = chest, negatives
+    def __init__(self, pools: Sequence[ChestPool], negatives: list[np.ndarray], length: int,
+                 seed: int, augment: bool):
+        shares = np.array([pool.share for pool in pools], dtype=float)
+        if not len(pools) or (shares <= 0).any() or not np.isclose(shares.sum(), 1.0):
+            given = {pool.population: pool.share for pool in pools}
+            raise ValueError(f"chest pool shares must be positive and sum to 1, got {given}")
+        self.pools, self.shares, self.negatives = list(pools), shares, negatives
         self.length, self.seed, self.augment = length, seed, augment
 
     def __len__(self) -> int:
@@ -111,7 +129,8 @@ class QcDataset(Dataset):
             image = self.negatives[rng.integers(len(self.negatives))].astype(np.float32)
             image = chest_variant(image, int(rng.integers(0, NOT_CHEST)))
             return random_view(image, rng, 0.5), qc_class
-        image = self.chest[rng.integers(len(self.chest))].astype(np.float32)
+        pool = self.pools[rng.choice(len(self.pools), p=self.shares)]
+        image = pool.images[rng.integers(len(pool.images))].astype(np.float32)
         if self.augment:
             image = random_view(image, rng, 0.85)
         return chest_variant(image, qc_class), qc_class

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from clinassist.training.cxr_model import Preprocess
-from clinassist.training.qc_data import QC_CLASSES
+from clinassist.training.qc_data import ACCEPTED_CLASS, QC_CLASSES
 
 
 class QcNet(nn.Module):
@@ -32,11 +32,15 @@ class QcNet(nn.Module):
 
 
 class QcProbabilities(nn.Module):
-    """What is exported: class probabilities from raw pixels."""
+    """What is exported: class probabilities from raw pixels, with `accept_offset` added to
+    the accepted class's logit (the acceptance prior fitted on validation; see qc_acceptance)."""
 
-    def __init__(self, net: QcNet):
+    def __init__(self, net: QcNet, accept_offset: float = 0.0):
         super().__init__()
         self.net = net
+        offset = torch.zeros(len(QC_CLASSES))
+        offset[ACCEPTED_CLASS] = accept_offset
+        self.register_buffer("offset", offset)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.net(image)["logits"], dim=1)
+        return torch.softmax(self.net(image)["logits"] + self.offset, dim=1)
