@@ -2,7 +2,7 @@
 
 The rule that picks the bundle to ship, among the candidates whose float16 weights fit the
 bundle size limit and whose paediatric validation accuracy at 0.5 meets the paediatric goal
-(0.92): the highest worst-group validation AUC (the lowest of the paediatric AUC and the adult
+(0.92), or among all that fit if none meets it: the highest worst-group validation AUC (the lowest of the paediatric AUC and the adult
 AUCs within AP and within PA, the rule training selects checkpoints by: a model is as good as
 its worst population), then the lowest validation NLL after temperature scaling averaged over
 the populations (each under its own temperature, as the bundle calibrates them). The NLL alone
@@ -77,7 +77,8 @@ def rank_candidates(member_logits: dict[str, list[np.ndarray]], targets: dict[st
                 "chosen": False,
             })
     rows.sort(key=lambda row: (-row["worst_auc"], row["nll_after_temperature"]))
-    shippable = [row for row in rows if row["weights_mb"] <= limit_mb and row["eligible"]]
+    fitting = [row for row in rows if row["weights_mb"] <= limit_mb]
+    shippable = [row for row in fitting if row["eligible"]] or fitting  # none meets the goal
     if shippable:
         shippable[0]["chosen"] = True
     return rows
