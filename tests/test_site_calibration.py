@@ -75,7 +75,7 @@ def test_the_overlay_is_versioned_audited_and_leaves_the_bundle_alone(calibrated
     assert not (Path("models") / "cxr_pneumonia" / "site_calibration").exists()
 
 
-def test_the_pipeline_decides_with_the_overlay_and_a_borderline_case_flips(calibrated, monkeypatch):
+def test_the_pipeline_decides_with_the_overlay_and_a_borderline_case_flips(site, calibrated):
     models = Models.load()
     description = models.describe(calibrated)
     site_point = description.operating_points().for_age(45)
@@ -90,15 +90,20 @@ def test_the_pipeline_decides_with_the_overlay_and_a_borderline_case_flips(calib
     async def infer(images):
         return [{**models.infer(images)[0], "logit": borderline}]
 
-    instance = to_bytes(synthetic_cr(pixels=np.full((256, 256), 128, np.uint8), bits_stored=8,
-                                     PatientAge="045Y"))
+    def triage(instance: bytes, home: Path):
+        return asyncio.run(Pipeline(models.describe(home), infer).triage(instance))
+
+    folder, _ = site
+    instance = next(data for data in (path.read_bytes() for path in sorted(folder.glob("*.dcm")))
+                    if data.startswith(b"\0" * 128 + b"DICM")
+                    and triage(data, calibrated).result.qc_passed)  # one pixel QC accepts
     flags = {}
     for name, home in (("site", calibrated), ("bundle", calibrated / "elsewhere")):
-        triage = asyncio.run(Pipeline(models.describe(home), infer).triage(instance))
-        flags[name] = triage.result.flag
-        assert triage.summary()["operating_point"]["source"] == (
+        result = triage(instance, home)
+        flags[name] = result.result.flag
+        assert result.summary()["operating_point"]["source"] == (
             "site-calibration" if name == "site" else "bundle")
-    assert flags["site"] != flags["bundle"]
+    assert flags["site"] != flags["bundle"] and None not in flags.values()
 
 
 def test_show_and_remove_are_audited_and_the_bundle_point_returns(calibrated, monkeypatch, capsys):
