@@ -1,0 +1,67 @@
+"""The allocator's free pages go back to the system once triage pauses, never in between."""
+
+from __future__ import annotations
+
+import psutil
+
+from clinassist.serving.imaging.allocator import IdleTrim, _malloc_trim
+from test_gateway_support import wait_for
+
+MIB = 1024 * 1024
+
+
+class Counting:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self) -> None:
+        self.calls += 1
+
+
+def test_trims_once_when_the_last_overlapping_work_ends():
+    trim = Counting()
+    idle = IdleTrim(quiet_s=0.05, trim=trim)
+    with idle.busy():
+        with idle.busy():
+            pass
+        assert not idle.pending  # the outer work still runs
+    assert idle.pending
+    wait_for(lambda: trim.calls == 1, 10, "the trim")
+    assert not idle.pending and idle.trims == 1
+
+
+def test_new_work_cancels_the_pending_trim():
+    trim = Counting()
+    idle = IdleTrim(quiet_s=60, trim=trim)  # would not fire within the test
+    with idle.busy():
+        pass
+    assert idle.pending
+    with idle.busy():
+        assert not idle.pending
+    assert idle.pending and trim.calls == 0
+    idle.quiet_s = 0.05
+    with idle.busy():
+        pass
+    wait_for(lambda: trim.calls == 1, 10, "the trim")
+
+
+def test_without_malloc_trim_nothing_is_scheduled():
+    idle = IdleTrim(trim=None)
+    with idle.busy():
+        pass
+    assert not idle.pending
+
+
+def test_glibc_gives_freed_heap_pages_back():
+    trim = _malloc_trim()
+    assert trim is not None  # the service runs on glibc (Debian)
+    process = psutil.Process()
+    # 256 MiB in 64 KiB blocks: below glibc's mmap threshold, so they come from the heap; the
+    # last one stays alive above the others, so free() alone cannot shrink the heap.
+    blocks = [bytearray(64 * 1024) for _ in range(4096)]
+    keep = bytearray(64 * 1024)
+    del blocks
+    before = process.memory_info().rss
+    trim()
+    assert before - process.memory_info().rss > 128 * MIB
+    del keep
