@@ -35,7 +35,7 @@ AUDIT = StoreSchema("audit", AUDIT_DB)
 GENESIS_HASH = "0" * 64
 APPEND_ONLY = "the audit trail is append-only"
 OUTCOME_WORDS = ("success", "failure")
-Row = Mapping[str, Any] | sqlite3.Row
+Row = Mapping[Any, Any] | sqlite3.Row
 HASHED_COLUMNS = ("id", "recorded", "actor", "role", "action", "resource", "outcome",
                   "patients", "detail")
 

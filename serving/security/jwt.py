@@ -74,7 +74,7 @@ class TrustedIssuers:
         except jwt.PyJWTError:
             return None
         row = self._issuer(issuer) if isinstance(issuer, str) else None
-        if row is None:
+        if row is None or not isinstance(issuer, str):
             return None
         audience = row.audience
         try:

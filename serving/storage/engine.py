@@ -18,7 +18,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
-from clinassist.serving.security.database import (
+from clinassist.serving.storage.sqlite_file import (
     BUSY_TIMEOUT_S,
     DatabaseUnavailable,
 )

@@ -25,7 +25,7 @@ from pathlib import Path
 from sqlalchemy import Connection, Engine, func, select
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from clinassist.serving.security.database import (
+from clinassist.serving.storage.sqlite_file import (
     RESTORE,
     DatabaseUnavailable,
     create_private,
@@ -120,6 +120,8 @@ class Store:
             yield
         except (DBAPIError, OSError) as error:
             original = error.orig if isinstance(error, DBAPIError) else error
+            if original is None:
+                raise
             if self.path is not None:
                 if isinstance(original, (OSError, sqlite3.Error)):
                     translated = unavailable(self.path, original)
