@@ -20,7 +20,8 @@ MINUTE = 60.0
 
 
 @pytest.fixture
-def worklist(tmp_path):
+def worklist(tmp_path, database):
+    """On SQLite, then on PostgreSQL."""
     return Worklist(tmp_path, max_wait=timedelta(minutes=30))
 
 

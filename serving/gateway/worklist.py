@@ -1,4 +1,6 @@
-"""Study priorities for the reading worklist (`home/gateway/worklist.db`).
+"""Study priorities for the reading worklist, in the gateway-worklist store
+(`home/gateway/worklist.db`, or the schema `gateway_worklist` of PostgreSQL, which every
+gateway and API replica shares).
 
 A study's priority only ever rises: a routine result after an urgent one leaves it urgent
 (field guide 1: good triage products never lower a priority). Studies without a triage
@@ -9,30 +11,26 @@ than `max_wait` is escalated to urgent, so priority ordering cannot starve routi
 from __future__ import annotations
 
 import os
-import sqlite3
 import time
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from clinassist.serving.security.database import Database
+from sqlalchemy import Column, Double, Integer, MetaData, Row, Table, Text, case, func, select
+
+from clinassist.serving.storage import Store, StoreSchema
+from clinassist.serving.storage.sql import greatest, insert, least
 
 WORKLIST_DB = "worklist.db"
+WORKLIST = StoreSchema("gateway_worklist", f"gateway/{WORKLIST_DB}")
 MAX_WAIT_ENV = "CLINASSIST_WORKLIST_MAX_WAIT_MINUTES"
 DEFAULT_MAX_WAIT = timedelta(minutes=60)
 RANK = {"unscored": 0, "routine": 1, "urgent": 2}
 PRIORITY = {rank: name for name, rank in RANK.items()}
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS study (
-    study_instance_uid TEXT PRIMARY KEY,
-    patient_id TEXT NOT NULL,
-    accession_number TEXT NOT NULL,
-    rank INTEGER NOT NULL,
-    probability REAL,
-    first_received REAL NOT NULL,
-    result_id TEXT NOT NULL
-);
-"""
+study = Table("study", MetaData(), Column("study_instance_uid", Text, primary_key=True),
+              Column("patient_id", Text), Column("accession_number", Text),
+              Column("rank", Integer), Column("probability", Double),
+              Column("first_received", Double), Column("result_id", Text))
 
 
 @dataclass(frozen=True)
@@ -63,7 +61,7 @@ def max_wait_from_env() -> timedelta:
 class Worklist:
     def __init__(self, home: Path, max_wait: timedelta = DEFAULT_MAX_WAIT) -> None:
         self.max_wait = max_wait
-        self._db = Database(home / "gateway" / WORKLIST_DB, SCHEMA)
+        self._db = Store(home, WORKLIST)
 
     def record(self, study_instance_uid: str, patient_id: str, accession_number: str,
                flag: str | None, probability: float | None, received_at: float,
@@ -71,30 +69,37 @@ class Worklist:
         """Add one triaged instance to its study; the priority is raised, never lowered.
         Recording the same instance again changes nothing."""
         rank = RANK[flag or "unscored"]
-        with self._db.transaction() as db:
-            db.execute(
-                "INSERT INTO study VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) "
-                "ON CONFLICT (study_instance_uid) DO UPDATE SET rank = MAX(rank, ?4), "
-                "probability = MAX(COALESCE(probability, ?5), COALESCE(?5, probability)), "
-                "first_received = MIN(first_received, ?6), "
-                "result_id = CASE WHEN ?4 >= rank THEN ?7 ELSE result_id END",
-                (study_instance_uid, patient_id, accession_number, rank, probability,
-                 received_at, result_id))
+        with self._db.write() as db:
+            added = insert(db, study).values(
+                study_instance_uid=study_instance_uid, patient_id=patient_id,
+                accession_number=accession_number, rank=rank, probability=probability,
+                first_received=received_at, result_id=result_id)
+            new = added.excluded
+            db.execute(added.on_conflict_do_update(index_elements=[study.c.study_instance_uid],
+                                                   set_={
+                "rank": greatest(study.c.rank, new.rank),
+                "probability": greatest(func.coalesce(study.c.probability, new.probability),
+                                        func.coalesce(new.probability, study.c.probability)),
+                "first_received": least(study.c.first_received, new.first_received),
+                "result_id": case((new.rank >= study.c.rank, new.result_id),
+                                  else_=study.c.result_id)}))
 
     def entries(self, now: float | None = None) -> list[Entry]:
         """Urgent (and escalated) studies first, then the longest waiting."""
         now = time.time() if now is None else now
-        entries = [self._entry(row, now) for row in self._db.query("SELECT * FROM study")]
+        with self._db.read() as db:
+            entries = [self._entry(row, now) for row in db.execute(select(study))]
         return sorted(entries, key=lambda e: (e.priority != "urgent", -e.waiting_minutes))
 
     def entry(self, study_instance_uid: str, now: float | None = None) -> Entry | None:
-        row = self._db.query("SELECT * FROM study WHERE study_instance_uid = ?",
-                             (study_instance_uid,)).fetchone()
+        with self._db.read() as db:
+            row = db.execute(select(study).where(
+                study.c.study_instance_uid == study_instance_uid)).first()
         return None if row is None else self._entry(row, time.time() if now is None else now)
 
-    def _entry(self, row: sqlite3.Row, now: float) -> Entry:
-        waited = now - row["first_received"]
-        escalated = row["rank"] < RANK["urgent"] and waited >= self.max_wait.total_seconds()
-        return Entry(row["study_instance_uid"], row["patient_id"], row["accession_number"],
-                     "urgent" if escalated else PRIORITY[row["rank"]], escalated,
-                     row["probability"], round(waited / 60, 1), row["result_id"])
+    def _entry(self, row: Row, now: float) -> Entry:
+        waited = now - row.first_received
+        escalated = row.rank < RANK["urgent"] and waited >= self.max_wait.total_seconds()
+        return Entry(row.study_instance_uid, row.patient_id, row.accession_number,
+                     "urgent" if escalated else PRIORITY[row.rank], escalated,
+                     row.probability, round(waited / 60, 1), row.result_id)
