@@ -2,15 +2,17 @@
 
 Wrap the service (BentoML: `svc.add_asgi_middleware(AuthAuditMiddleware, home=..., routes=...)`).
 Handlers read the caller from `request.state.principal` and name the patients a request
-touched in `request.state.audit_patient_ids`; the audit row is written once the response has
-been sent, with its status as the outcome.
+touched in `request.state.audit_patient_ids`; the audit row, with the response's status as
+its outcome, is written before the response's last message goes out (or, when none does, once
+the request has ended), so a client that has an answer in full knows its request was audited,
+even if the process is killed right after.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import NamedTuple
@@ -68,9 +70,21 @@ class AuthAuditMiddleware:
         permission = self._permission(method, path)
         token = _bearer_token(scope)
         state = scope.setdefault("state", {})
-        response = _StatusRecorder(send)
         principal: Principal | None = None
         detail = None
+
+        async def audit() -> None:
+            record = partial(
+                self._audit.record,
+                actor=principal.name if principal else ANONYMOUS,
+                role=principal.role if principal else NO_ROLE,
+                action=permission or f"{method} {path}", resource=path,
+                outcome=response.status, patient_ids=state.get("audit_patient_ids") or (),
+                detail=detail)
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(record)
+
+        response = _StatusRecorder(send, audit)
         try:
             if token is not None:
                 principal = await anyio.to_thread.run_sync(self._authenticate, token)
@@ -91,15 +105,8 @@ class AuthAuditMiddleware:
             detail = f"request ended by {type(error).__name__}"
             raise
         finally:
-            record = partial(
-                self._audit.record,
-                actor=principal.name if principal else ANONYMOUS,
-                role=principal.role if principal else NO_ROLE,
-                action=permission or f"{method} {path}", resource=path,
-                outcome=response.status, patient_ids=state.get("audit_patient_ids") or (),
-                detail=detail)
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(record)
+            if not response.ended:  # no complete response went out
+                await audit()
 
     def _is_open(self, path: str) -> bool:
         return any(path == entry or (entry.endswith("/") and path.startswith(entry))
@@ -118,15 +125,21 @@ class AuthAuditMiddleware:
 
 
 class _StatusRecorder:
-    """Passes messages on and keeps the response status (500 until a response starts)."""
+    """Passes messages on, keeps the response status (500 until a response starts), and awaits
+    `before_end` once, before the response's last body message."""
 
-    def __init__(self, send: Send) -> None:
-        self._send = send
+    def __init__(self, send: Send, before_end: Callable[[], Awaitable[None]]) -> None:
+        self._send, self._before_end = send, before_end
         self.status = 500
+        self.ended = False
 
     async def send(self, message: Message) -> None:
         if message["type"] == "http.response.start":
             self.status = message["status"]
+        elif (message["type"] == "http.response.body" and not message.get("more_body", False)
+              and not self.ended):
+            self.ended = True
+            await self._before_end()
         await self._send(message)
 
 
