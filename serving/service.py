@@ -26,7 +26,7 @@ from clinassist.serving.gateway import admin_api, worklist_api
 from clinassist.serving.gateway.queue import JOB_STATES
 from clinassist.serving.medication import api as medication_api
 from clinassist.serving.medication import cds_api
-from clinassist.serving.imaging.results_store import ResultStore
+from clinassist.serving.imaging.results_store import ResultStore, results_dir
 from clinassist.serving.last_resort import LastResort
 from clinassist.serving.stopping import AnswerBeforeStopping
 from clinassist.serving.security import AuthAuditMiddleware
@@ -110,7 +110,7 @@ class Clinassist:
     def __init__(self) -> None:
         keep_identifiers_out_of_logs()
         api.state.pipeline = Pipeline(describe_bundles(home_dir()), self.infer)
-        api.state.results = ResultStore(home_dir() / "results")
+        api.state.results = ResultStore(results_dir(home_dir()))
 
     async def infer(self, images: list[np.ndarray]) -> list[dict]:
         try:

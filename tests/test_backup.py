@@ -194,6 +194,7 @@ def test_the_manifest_lists_every_state_file_and_its_sha256(state, tmp_path):
     assert {entry["path"]: entry["database"] for entry in manifest["files"]} == {
         "security.db": True, "audit.db": True, "cds_feedback.db": True,
         "gateway/queue.db": True, "gateway/worklist.db": True, "site.key": False,
+        "gateway/lease-owner": False,  # the id under which this home's gateway holds leases
         f"gateway/instances/{job}.dcm": False, f"results/{result}/sr.dcm": False,
         f"results/{result}/sc.dcm": False, f"results/{result}/summary.json": False}
     for entry in manifest["files"]:

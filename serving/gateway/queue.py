@@ -180,6 +180,8 @@ class JobQueue:
             if row is None:
                 return None
             result_id = db.scalar(select(job.c.result_id).where(job.c.id == row.job_id))
+        if result_id is None:  # a job's deliveries are queued with its result
+            raise LookupError(f"job {row.job_id} has a delivery but no result")
         return Delivery(row.job_id, row.destination, row.attempts, result_id)
 
     def keep_leases(self, stop: threading.Event) -> None:
@@ -273,11 +275,21 @@ class JobQueue:
 
     def expired_claims(self) -> int:
         """Rows claimed by a gateway whose lease has run out (it died, or stalls)."""
-        now = time.time()
+        return self._claims(expired=True)
+
+    def held_claims(self) -> int:
+        """Rows some gateway holds now, whether or not its lease has run out."""
+        return self._claims(expired=False)
+
+    def _claims(self, expired: bool) -> int:
+        now, counted = time.time(), 0
         with self._db.read() as db:
-            return sum(db.scalar(select(func.count()).where(
-                table.c.lease_owner.is_not(None), table.c.lease_expires <= now)) or 0
-                for table in (job, delivery))
+            for table in (job, delivery):
+                query = select(func.count()).where(table.c.lease_owner.is_not(None))
+                if expired:
+                    query = query.where(table.c.lease_expires <= now)
+                counted += db.scalar(query) or 0
+        return counted
 
     def _claim(self, db: Connection, table: Table, state: str, order: Column) -> Row | None:
         now = time.time()

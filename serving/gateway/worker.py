@@ -1,9 +1,10 @@
 """One unit of gateway work at a time: triage a received instance, or deliver its results.
 
-Order matters for "exactly once": results are stored and the worklist updated before the job
-is marked processed, so a crash in between only leaves unreferenced results and the instance
-is triaged again; a delivery is marked done after the destination stored it, so a crash in
-between sends the same objects (same SOP Instance UIDs) again, which a PACS stores once.
+Order matters for "exactly once": results are stored, the worklist updated and the triage
+audited before the job is marked processed, so a crash in between leaves unreferenced results
+and the audit row of a triage that did run, and the instance is triaged (and audited) again;
+a delivery is marked done after the destination stored it, so a crash in between sends the
+same objects (same SOP Instance UIDs) again, which a PACS stores once.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from clinassist.serving.gateway.fhir import triage_report
 from clinassist.serving.gateway.queue import Delivery, Job, JobQueue, LeaseLost
 from clinassist.serving.gateway.sender import post_json, send
 from clinassist.serving.gateway.worklist import Worklist, raised
-from clinassist.serving.imaging.results_store import ResultStore
+from clinassist.serving.imaging.results_store import ResultStore, results_dir
 from clinassist.serving.security import AuditTrail
 from clinassist.serving.imaging.triage import Pipeline
 
@@ -45,7 +46,7 @@ class Worker:
         # A delivery names its destination as written; the configured one carries its options.
         self._configured = {str(d): d for d in destinations}
         self.pipeline, self.queue, self.worklist = pipeline, queue, worklist
-        self.results = ResultStore(home / "results")
+        self.results = ResultStore(results_dir(home))
         self.audit = AuditTrail(home)
 
     def step(self) -> bool:
@@ -69,7 +70,7 @@ class Worker:
         """The study's worklist priority as it stands with this result, for its SR."""
         study = self.worklist.entry(str(source.StudyInstanceUID))
         priority = raised(study.priority if study else None, result.flag)
-        return None if priority == "unscored" else priority
+        return "urgent" if priority == "urgent" else "routine" if priority == "routine" else None
 
     def triage(self, job: Job) -> None:
         try:
@@ -89,10 +90,10 @@ class Worker:
         self.worklist.record(str(source.StudyInstanceUID), patient_id,
                              str(source.get("AccessionNumber", "")), result.flag,
                              result.probability, job.received_at, result_id)
+        self._record("process", job.id, "success", [patient_id])  # before the step can end
         self.queue.processed(job.id, result_id, [str(d) for d in self.destinations])
         log.info("job %s processed: qc %s, flag %s", job.id,
                  "passed" if result.qc_passed else "failed", result.flag or "none")
-        self._record("process", job.id, "success", [patient_id])
 
     def deliver(self, delivery: Delivery) -> None:
         patients: list[str] = []

@@ -1,7 +1,10 @@
 """Durable storage of triage results: the JSON summary, the SR and the Secondary Capture.
 
 Each result is written to a temporary folder, fsync'd, then renamed into place, so a result
-is either complete on disk or absent.
+is either complete on disk or absent. A result is never changed once written and is found by
+its random id alone, so replicas need no index to share results: only one folder that all of
+them mount (`CLINASSIST_RESULTS_DIR`; a POSIX filesystem with atomic rename, e.g. NFS or
+CephFS; not an object store mounted through FUSE).
 """
 
 from __future__ import annotations
@@ -14,6 +17,13 @@ from pathlib import Path
 from pydicom import Dataset
 
 KINDS = {"sr": "sr.dcm", "sc": "sc.dcm", "json": "summary.json"}
+RESULTS_DIR_ENV = "CLINASSIST_RESULTS_DIR"
+
+
+def results_dir(home: Path) -> Path:
+    """$CLINASSIST_RESULTS_DIR, else `home/results`."""
+    configured = os.environ.get(RESULTS_DIR_ENV, "").strip()
+    return Path(configured).expanduser() if configured else home / "results"
 
 
 def _write_synced(path: Path, data: bytes) -> None:
