@@ -130,6 +130,9 @@ def test_bentoml_services_are_probed_at_livez_and_readyz(manifests):
 NOT_DEPLOYED = {
     "CLINASSIST_API_KEY": "an admin's own key, read by `clinassist models promote --override` "
                           "from the shell of the person who runs it; never stored in the cluster",
+    "CLINASSIST_RESULTS_DIR": "its default, the home's results/, is right while each home has one "
+                              "API and one gateway (deploy/ as shipped); replicas set it to a "
+                              "folder they all mount (README, Scaling out)",
 }
 DATABASE_SECRET = {"name": "clinassist-database", "key": "url", "optional": True}
 
