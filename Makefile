@@ -39,5 +39,7 @@ system-packages:
 	@if ! dpkg -s $(SYSTEM_PACKAGES) >/dev/null 2>&1; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES); fi
 
+# mypy first (pyproject.toml, tool.mypy: serving/ and clinassist/), then the tests.
 test: $(STAMP) system-packages
+	$(BIN)/mypy
 	$(BIN)/pytest
