@@ -1,13 +1,14 @@
-"""The feedback store: what a row keeps, that it is append-only, and which reading counts."""
+"""The feedback store: what a row keeps, that it is append-only, and which reading counts; on
+SQLite, then on PostgreSQL."""
 
 from __future__ import annotations
 
-import sqlite3
-
 import pytest
 
-from clinassist.serving.imaging.feedback import FEEDBACK_DB, FeedbackStore, Reading
+from clinassist.serving.imaging.feedback import FeedbackStore, Reading
+from store_sql import raw
 
+pytestmark = pytest.mark.usefixtures("database")
 OPERATING_POINT = {"population": "adult", "source": "site-calibration",
                    "site_calibration_version": 3, "temperature": 1.4, "threshold": 0.31}
 
@@ -44,10 +45,11 @@ def test_the_newest_reading_of_each_result_counts(tmp_path):
                                              "1.2.3.b": Reading.PNEUMONIA}
 
 
-def test_rows_cannot_be_changed_or_deleted(tmp_path):
-    FeedbackStore(tmp_path).add(summary("a"), Reading.PNEUMONIA, None, "dr-a")
-    with sqlite3.connect(tmp_path / FEEDBACK_DB) as db:
-        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
-            db.execute("UPDATE feedback SET reading = 'no_pneumonia'")
-        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
-            db.execute("DELETE FROM feedback")
+@pytest.mark.parametrize("statement", ["UPDATE feedback SET reading = 'no_pneumonia'",
+                                       "DELETE FROM feedback"])
+def test_rows_cannot_be_changed_or_deleted(tmp_path, database, statement):
+    store = FeedbackStore(tmp_path)
+    store.add(summary("a"), Reading.PNEUMONIA, None, "dr-a")
+    with raw(store._db, database) as db, pytest.raises(Exception, match="append-only"):
+        db.execute(statement)
+    assert [f.reading for f in store.history("a")] == [Reading.PNEUMONIA]

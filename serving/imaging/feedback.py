@@ -1,47 +1,31 @@
 """Radiologists' readings of triaged studies, kept to measure and retrain the model
-(`CLINASSIST_HOME/imaging_feedback.db`).
+(`CLINASSIST_HOME/imaging_feedback.db`, or the schema `imaging_feedback` of PostgreSQL).
 
 Each row links a reading to the triage result it answers, with the model and the operating
 point that result was decided with (copied whole, whatever keys they hold), the probability and
-the flag. Rows are append-only (SQLite triggers refuse UPDATE and DELETE): a second answer on
-the same result is a new row, and the newest answer is the one that counts.
+the flag. Rows are append-only (triggers refuse UPDATE and DELETE): a second answer on the same
+result is a new row, and the newest answer is the one that counts.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import StrEnum
 from pathlib import Path
 
-from clinassist.serving.security.database import Database
+from sqlalchemy import Column, Double, Integer, MetaData, Row, Table, Text, func, select
+
+from clinassist.serving.storage import Store, StoreSchema
 
 FEEDBACK_DB = "imaging_feedback.db"
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS feedback (
-    id INTEGER PRIMARY KEY,
-    result_id TEXT NOT NULL,
-    study_instance_uid TEXT NOT NULL,
-    sop_instance_uid TEXT NOT NULL,
-    reading TEXT NOT NULL CHECK (reading IN ('pneumonia', 'no_pneumonia', 'not_assessable')),
-    reason TEXT,
-    radiologist TEXT NOT NULL,
-    received_at TEXT NOT NULL,
-    model TEXT NOT NULL,
-    operating_point TEXT,
-    probability REAL,
-    flag TEXT
-);
-CREATE INDEX IF NOT EXISTS feedback_result ON feedback (result_id, id);
-CREATE INDEX IF NOT EXISTS feedback_study ON feedback (study_instance_uid);
-CREATE INDEX IF NOT EXISTS feedback_time ON feedback (received_at);
-CREATE TRIGGER IF NOT EXISTS feedback_no_update BEFORE UPDATE ON feedback
-    BEGIN SELECT RAISE(ABORT, 'feedback is append-only'); END;
-CREATE TRIGGER IF NOT EXISTS feedback_no_delete BEFORE DELETE ON feedback
-    BEGIN SELECT RAISE(ABORT, 'feedback is append-only'); END;
-"""
+FEEDBACK = StoreSchema("imaging_feedback", FEEDBACK_DB)
+feedback = Table("feedback", MetaData(), Column("id", Integer, primary_key=True),
+                 *(Column(name, Text) for name in (
+                     "result_id", "study_instance_uid", "sop_instance_uid", "reading", "reason",
+                     "radiologist", "received_at", "model", "operating_point")),
+                 Column("probability", Double), Column("flag", Text))
 
 
 class Reading(StrEnum):
@@ -86,17 +70,17 @@ class Feedback:
                 "flag": self.flag, "agrees_with_model": self.agrees}
 
 
-def _row(row: sqlite3.Row) -> Feedback:
-    return Feedback(row["id"], row["result_id"], row["study_instance_uid"],
-                    row["sop_instance_uid"], Reading(row["reading"]), row["reason"],
-                    row["radiologist"], row["received_at"], json.loads(row["model"]),
-                    json.loads(row["operating_point"]) if row["operating_point"] else None,
-                    row["probability"], row["flag"])
+def _row(row: Row) -> Feedback:
+    return Feedback(row.id, row.result_id, row.study_instance_uid, row.sop_instance_uid,
+                    Reading(row.reading), row.reason, row.radiologist, row.received_at,
+                    json.loads(row.model),
+                    json.loads(row.operating_point) if row.operating_point else None,
+                    row.probability, row.flag)
 
 
 class FeedbackStore:
     def __init__(self, home: Path) -> None:
-        self._db = Database(home / FEEDBACK_DB, SCHEMA)
+        self._db = Store(home, FEEDBACK)
 
     def add(self, result: dict, reading: Reading, reason: str | None,
             radiologist: str) -> tuple[Feedback, int | None]:
@@ -105,38 +89,39 @@ class FeedbackStore:
         model = result.get("model")
         operating_point = result.get("operating_point")
         received_at = datetime.now(timezone.utc).isoformat(timespec="microseconds")
-        with self._db.transaction() as db:
-            (previous,) = db.execute("SELECT MAX(id) FROM feedback WHERE result_id = ?",
-                                     (result["id"],)).fetchone()
-            cursor = db.execute(
-                "INSERT INTO feedback (result_id, study_instance_uid, sop_instance_uid, reading, "
-                "reason, radiologist, received_at, model, operating_point, probability, flag) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (result["id"], result.get("study_instance_uid", ""),
-                 result.get("sop_instance_uid", ""), reading.value, reason, radiologist,
-                 received_at, json.dumps(model if isinstance(model, dict) else {}),
-                 json.dumps(operating_point) if isinstance(operating_point, dict) else None,
-                 result.get("probability"), result.get("flag")))
-            row = db.execute("SELECT * FROM feedback WHERE id = ?",
-                             (cursor.lastrowid,)).fetchone()
+        with self._db.write(serialised=True) as db:  # the reading superseded is the last one
+            previous = db.scalar(select(func.max(feedback.c.id)).where(
+                feedback.c.result_id == result["id"]))
+            row = db.execute(feedback.insert().values(
+                result_id=result["id"], study_instance_uid=result.get("study_instance_uid", ""),
+                sop_instance_uid=result.get("sop_instance_uid", ""), reading=reading.value,
+                reason=reason, radiologist=radiologist, received_at=received_at,
+                model=json.dumps(model if isinstance(model, dict) else {}),
+                operating_point=json.dumps(operating_point)
+                if isinstance(operating_point, dict) else None,
+                probability=result.get("probability"), flag=result.get("flag"))
+                .returning(*feedback.c)).one()
         return _row(row), previous
 
     def history(self, result_id: str) -> list[Feedback]:
         """Every reading of one result, oldest first (the last one counts)."""
-        return [_row(row) for row in self._db.query(
-            "SELECT * FROM feedback WHERE result_id = ? ORDER BY id", (result_id,))]
+        with self._db.read() as db:
+            return [_row(row) for row in db.execute(select(feedback).where(
+                feedback.c.result_id == result_id).order_by(feedback.c.id))]
 
     def current(self, since: str | None = None) -> list[Feedback]:
         """The newest reading of each result whose newest reading came at or after `since`
         (an ISO date or time, UTC), oldest first."""
-        rows = self._db.query(
-            "SELECT * FROM feedback WHERE id IN (SELECT MAX(id) FROM feedback GROUP BY result_id) "
-            "AND received_at >= ? ORDER BY id", (since or "",))
-        return [_row(row) for row in rows]
+        newest = select(func.max(feedback.c.id)).group_by(feedback.c.result_id)
+        with self._db.read() as db:
+            return [_row(row) for row in db.execute(select(feedback).where(
+                feedback.c.id.in_(newest), feedback.c.received_at >= (since or ""))
+                .order_by(feedback.c.id))]
 
     def studies_with_feedback(self) -> dict[str, Reading]:
         """Study Instance UID -> the newest reading of any of its results."""
-        rows = self._db.query(
-            "SELECT study_instance_uid, reading FROM feedback WHERE id IN "
-            "(SELECT MAX(id) FROM feedback GROUP BY study_instance_uid)")
-        return {row["study_instance_uid"]: Reading(row["reading"]) for row in rows}
+        newest = select(func.max(feedback.c.id)).group_by(feedback.c.study_instance_uid)
+        with self._db.read() as db:
+            return {uid: Reading(reading) for uid, reading in db.execute(
+                select(feedback.c.study_instance_uid, feedback.c.reading)
+                .where(feedback.c.id.in_(newest)))}
