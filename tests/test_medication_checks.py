@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from clinassist.serving.medication.checks import Prediction
+from clinassist.serving.medication.checks import Abstention, AbstentionReason, Prediction
 from clinassist.serving.medication.errors import UnresolvedDrugs
 from clinassist.serving.medication.kb import KnowledgeBase
 from clinassist.serving.medication.normalise import MedicationInput as Med
@@ -94,16 +94,36 @@ def test_predictor_is_asked_only_about_pairs_without_a_kb_rule(review):
     asked = []
 
     class Stub:
-        def predict(self, a, b):
-            asked.append({a.name, b.name})
-            return Prediction(Severity.MINOR, 0.9, "may interact (stub)", "stub-1")
+        def predict(self, pairs):
+            asked.append([{a.name, b.name} for a, b in pairs])
+            return [Prediction(0.9, "may interact (stub)", 0.5, (), "stub-1") for _ in pairs]
 
     stubbed = MedicationReview(review.kb, predictor=Stub())
     found = stubbed.run(Patient(), [Med(name="amoxicillin"), Med(name="acetaminophen"),
                                     Med(name="warfarin"), Med(name="ibuprofen")])["alerts"]
-    assert {"warfarin", "ibuprofen"} not in asked and {"amoxicillin", "acetaminophen"} in asked
+    (once,) = asked  # one call for the whole list
+    assert {"warfarin", "ibuprofen"} not in once and {"amoxicillin", "acetaminophen"} in once
     predicted = [a for a in found if a["evidence"]["kind"] == "predicted"]
     assert predicted and all(a["evidence"]["confidence"] == 0.9 for a in predicted)
+    assert all(a["severity"] == "unknown" for a in predicted)
+    first_predicted = found.index(predicted[0])
+    assert all(a["evidence"]["kind"] == "knowledge-base" for a in found[:first_predicted])
+
+
+def test_abstentions_are_listed_only_when_asked(review):
+    class Quiet:
+        def predict(self, pairs):
+            return [Abstention(AbstentionReason.BELOW_THRESHOLD, "stub: too unlikely", 0.1)
+                    for _ in pairs]
+
+    quiet = MedicationReview(review.kb, predictor=Quiet())
+    medications = [Med(name="amoxicillin"), Med(name="acetaminophen")]
+    assert "model_abstentions" not in quiet.run(Patient(), medications)
+    (withheld,) = quiet.run(Patient(), medications, explain=True)["model_abstentions"]
+    assert withheld == {"drugs": ["amoxicillin", "acetaminophen"],
+                        "ingredients": ["amoxicillin", "acetaminophen"],
+                        "reason": "below-threshold", "detail": "stub: too unlikely",
+                        "p_interaction": 0.1}
 
 
 # --- duplicate therapy ---------------------------------------------------------------------

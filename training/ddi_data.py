@@ -119,34 +119,73 @@ def read_pairs(root: Path, drugs: list[str]) -> Pairs:
     return Pairs(drugs, np.array(first), np.array(second), np.array(classes))
 
 
+TRAIN, VAL, TEST, UNUSED = 0, 1, 2, -1  # the part a pair belongs to in a split
+
+
 @dataclass
 class Split:
+    """One split of the benchmark's pairs, and (S2/S3) which drugs each part may hold."""
+
     name: str
     train: Pairs
     val: Pairs
     test: Pairs
-    new_drugs: np.ndarray  # drug indices held out of training (empty for S1)
+    new_drugs: np.ndarray  # drug indices held out of training and validation (empty for S1)
+    val_drugs: np.ndarray  # S2/S3: drug indices held out of training for validation
+
+    def drug_parts(self, drugs: int) -> np.ndarray:
+        """Per drug: TRAIN, VAL (a validation drug) or TEST (a new drug); all TRAIN for S1."""
+        parts = np.full(drugs, TRAIN)
+        parts[self.val_drugs] = VAL
+        parts[self.new_drugs] = TEST
+        return parts
+
+
+def part_by_drugs(name: str, first_part: np.ndarray, second_part: np.ndarray) -> np.ndarray:
+    """S2/S3: the part of each pair from its drugs' parts. Training pairs have two training
+    drugs; validation pairs at least one validation drug and no new drug; S2 test pairs one new
+    drug and one training drug, S3 test pairs two new drugs; other pairs are UNUSED."""
+    new = (first_part == TEST).astype(int) + (second_part == TEST)
+    val = (first_part == VAL).astype(int) + (second_part == VAL)
+    part = np.full(len(first_part), UNUSED)
+    part[(new == 0) & (val == 0)] = TRAIN
+    part[(new == 0) & (val > 0)] = VAL
+    part[(new == 1) & (val == 0)] = TEST if name == "s2" else UNUSED
+    part[new == 2] = TEST if name == "s3" else UNUSED
+    return part
+
+
+def part_at_random(count: int, rng: np.random.Generator, test_fraction: float,
+                   val_fraction: float) -> np.ndarray:
+    """S1: `test_fraction` of the pairs for test, `val_fraction` of the rest for validation."""
+    order = rng.permutation(count)
+    cut = int(count * test_fraction)
+    part = np.full(count, TRAIN)
+    part[order[:cut]] = TEST
+    rest = rng.permutation(order[cut:])
+    part[rest[: int(len(rest) * val_fraction)]] = VAL
+    return part
 
 
 def make_split(pairs: Pairs, name: str, seed: int, test_fraction: float,
-               val_fraction: float) -> Split:
-    """S1: pairs drawn at random. S2/S3: drugs split 4:1 into training and new drugs; training
-    pairs have two training drugs, S2 test pairs exactly one new drug, S3 test pairs two.
-    The validation part is drawn at random from the training pairs."""
+               val_fraction: float, val_drug_fraction: float = 0.0) -> Split:
+    """S1: pairs drawn at random. S2/S3: drugs split 4:1 into training and new drugs, and
+    `val_drug_fraction` of the training drugs held out for validation (see `part_by_drugs`),
+    so that validation, like the test, measures drugs the model has not seen."""
     rng = np.random.default_rng(seed)
+    none = np.array([], dtype=int)
     if name == "s1":
-        order = rng.permutation(len(pairs))
-        cut = int(len(pairs) * test_fraction)
-        test_rows, train_rows, new = order[:cut], order[cut:], np.array([], dtype=int)
+        part, new, val = part_at_random(len(pairs), rng, test_fraction, val_fraction), none, none
     else:
-        new = np.sort(rng.permutation(len(pairs.drugs))[: len(pairs.drugs) // 5])
-        unseen = np.isin(pairs.first, new).astype(int) + np.isin(pairs.second, new)
-        train_rows = np.flatnonzero(unseen == 0)
-        test_rows = np.flatnonzero(unseen == (1 if name == "s2" else 2))
-    train_rows = rng.permutation(train_rows)
-    cut = int(len(train_rows) * val_fraction)
-    return Split(name, pairs.take(np.sort(train_rows[cut:])), pairs.take(np.sort(train_rows[:cut])),
-                 pairs.take(np.sort(test_rows)), new)
+        drugs = len(pairs.drugs)
+        new = np.sort(rng.permutation(drugs)[: drugs // 5])
+        rest = np.setdiff1d(np.arange(drugs), new)
+        val = np.sort(rng.permutation(rest)[: int(len(rest) * val_drug_fraction)])
+        split = Split(name, pairs, pairs, pairs, new, val)
+        parts = split.drug_parts(drugs)
+        part = part_by_drugs(name, parts[pairs.first], parts[pairs.second])
+    return Split(name, *(pairs.take(np.flatnonzero(part == p)) for p in (TRAIN, VAL, TEST)),
+                 new, val)
 
 
 def morgan_fingerprints(smiles: list[str], radius: int, bits: int) -> np.ndarray:

@@ -5,7 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from clinassist.serving.medication.severity import Severity
+from clinassist.serving.medication.severity import UNKNOWN, UNKNOWN_TIER, Severity
+
+KNOWLEDGE_BASE = "knowledge-base"
+PREDICTED = "predicted"
+PREDICTED_LABEL = "model prediction, not in the knowledge base"
 
 
 class AlertType(StrEnum):
@@ -17,7 +21,8 @@ class AlertType(StrEnum):
 
 @dataclass(frozen=True)
 class Evidence:
-    """`knowledge-base` (a fact from a named source) or `predicted` (a model, with confidence)."""
+    """`knowledge-base` (a fact from a named source) or `predicted` (a model, with its
+    calibrated P(interaction) as `confidence`)."""
 
     kind: str
     source: str
@@ -25,6 +30,8 @@ class Evidence:
 
     def to_json(self) -> dict:
         body: dict = {"kind": self.kind, "source": self.source}
+        if self.kind == PREDICTED:
+            body["label"] = PREDICTED_LABEL
         if self.confidence is not None:
             body["confidence"] = self.confidence
         return body
@@ -40,9 +47,15 @@ class Alert:
     text: str  # English
     details: dict = field(default_factory=dict)  # source text (language given), rule ids
 
+    @property
+    def predicted(self) -> bool:
+        return self.evidence.kind == PREDICTED
+
     def to_json(self) -> dict:
-        return {"severity": self.severity.label, "fhir_severity": self.severity.fhir,
-                "cds_indicator": self.severity.cds_indicator, "type": self.type.value,
+        tier = UNKNOWN_TIER if self.predicted else self.severity
+        return {"severity": UNKNOWN if self.predicted else self.severity.label,
+                "fhir_severity": tier.fhir, "cds_indicator": tier.cds_indicator,
+                "type": self.type.value,
                 "drugs": list(self.drugs), "ingredients": list(self.ingredients),
                 "evidence": self.evidence.to_json(), "text": self.text, **self.details}
 
@@ -51,5 +64,7 @@ TYPE_ORDER = list(AlertType)
 
 
 def ranked(alerts: list[Alert]) -> list[Alert]:
-    """Most severe first; then interaction, duplicate, renal, allergy; then by drugs."""
-    return sorted(alerts, key=lambda a: (-a.severity, TYPE_ORDER.index(a.type), a.drugs))
+    """Knowledge-base alerts before model predictions; most severe first; then interaction,
+    duplicate, renal, allergy; then by drugs (predictions by P(interaction) first)."""
+    return sorted(alerts, key=lambda a: (a.predicted, -a.severity, -(a.evidence.confidence or 0),
+                                         TYPE_ORDER.index(a.type), a.drugs))

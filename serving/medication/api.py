@@ -72,6 +72,10 @@ class Options(BaseModel):
     unresolved: Literal["error", "report"] = Field(
         "error", description="error: 422 listing unknown drugs; report: review the rest and "
                              "list them in `unresolved`")
+    explain: bool = Field(
+        False, description="with the interaction model on, list in `model_abstentions` each "
+                           "pair the knowledge base is silent on that the model did not alert "
+                           "on, and why (unknown structure, outside its domain, below threshold)")
 
 
 class RiskRequest(BaseModel):
@@ -157,7 +161,7 @@ async def medication_risk(request: Request) -> JSONResponse:
         review = await run_in_threadpool(shared_review, request)
         result = await run_in_threadpool(
             review.run, body.patient.domain(), [m.domain() for m in body.medications],
-            strict=body.options.unresolved == "error")
+            strict=body.options.unresolved == "error", explain=body.options.explain)
     except MedicationError as problem:
         return JSONResponse(problem.body(), status_code=problem.http_status)
     return JSONResponse(result)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel, ConfigDict, Field
 
 from clinassist.serving.medication.fhir import FhirInput
-from clinassist.serving.medication.severity import Severity
+from clinassist.serving.medication.severity import Severity, tier_of
 
 SERVICES = {"clinassist-medication-order-select": "order-select",
             "clinassist-medication-order-sign": "order-sign"}
@@ -98,7 +98,7 @@ def cards(result: dict, fhir_input: FhirInput, drafts: set[str],
     shown: list[tuple[dict | None, dict]] = []
     for alert in result["alerts"]:
         involved = {r for label in alert["drugs"] for r in label_refs.get(label, ())} & drafts
-        if involved and Severity.parse(alert["severity"]) >= policy.min_severity:
+        if involved and tier_of(alert["severity"]) >= policy.min_severity:
             shown.append((alert, alert_card(alert, sorted(involved), result)))
     if result["unresolved"]:
         names = ", ".join(u["input"] for u in result["unresolved"])
@@ -117,8 +117,7 @@ def alert_card(alert: dict, drafts: list[str], result: dict) -> dict:
                                  "resourceId": [reference]}]} for reference in drafts]
     return {
         "uuid": str(uuid.uuid4()),
-        "summary": truncate(f"{alert['severity'].capitalize()} {alert['type']}: "
-                            f"{' + '.join(alert['ingredients'])}"),
+        "summary": truncate(summary(alert)),
         "indicator": alert["cds_indicator"],
         "detail": markdown(alert),
         "source": source(result),
@@ -126,6 +125,14 @@ def alert_card(alert: dict, drafts: list[str], result: dict) -> dict:
         "selectionBehavior": "at-most-one",
         "overrideReasons": OVERRIDE_REASONS,
     }
+
+
+def summary(alert: dict) -> str:
+    names = " + ".join(alert["ingredients"])
+    if "prediction" in alert:
+        return (f"Possible interaction {names} (model prediction, not in the knowledge base; "
+                f"P {alert['prediction']['p_interaction']:.2f})")
+    return f"{alert['severity'].capitalize()} {alert['type']}: {names}"
 
 
 def source(result: dict) -> dict:
@@ -137,6 +144,12 @@ def source(result: dict) -> dict:
 
 def markdown(alert: dict) -> str:
     lines = [alert["text"], "", f"**Source:** {alert['evidence']['source']}"]
+    if prediction := alert.get("prediction"):
+        lines.append(f"**{prediction['label'].capitalize()}.** P(interaction) "
+                     f"{prediction['p_interaction']:.2f}; probability of this effect "
+                     f"{prediction['type_probability']:.2f}. Severity unknown.")
+        lines += [f"- known interacting analogue: {' + '.join(a['drugs'])} (similarity "
+                  f"{a['similarity']:.2f})" for a in prediction["analogues"]]
     if alert.get("mechanism"):
         lines.append(f"**Mécanisme ({alert['language']}):** {alert['mechanism']}")
     if alert.get("management"):

@@ -21,18 +21,20 @@ class MedicationReview:
         self.checker = Checker(kb, self.normaliser, predictor)
 
     def run(self, patient: Patient, medications: list[MedicationInput], *,
-            strict: bool = True) -> dict:
-        """Alerts (most severe first), risk score and KB provenance. `strict` raises
-        `UnresolvedDrugs` for any unknown medication; otherwise they are listed in
-        `unresolved` and the rest is reviewed."""
+            strict: bool = True, explain: bool = False) -> dict:
+        """Alerts (most severe first, model predictions last), risk score and KB provenance.
+        `strict` raises `UnresolvedDrugs` for any unknown medication; otherwise they are
+        listed in `unresolved` and the rest is reviewed. `explain` adds `model_abstentions`:
+        the KB-silent pairs the interaction model said nothing about, and why."""
         if strict:
             resolved, unresolved = self.normaliser.resolve_all(medications), []
         else:
             resolved, unresolved = self.normaliser.partition(medications)
         allergy_alerts, unchecked = self.checker.allergies(resolved, patient.allergies)
-        alerts = ranked(self.checker.interactions(resolved) + self.checker.duplicates(resolved)
+        interactions = self.checker.interactions(resolved)
+        alerts = ranked(interactions.alerts + self.checker.duplicates(resolved)
                         + self.checker.renal(resolved, patient.egfr) + allergy_alerts)
-        return {
+        result = {
             "alerts": [alert.to_json() for alert in alerts],
             "risk": risk_score(patient, len(medications), alerts),
             "medications": [medication_json(m) for m in resolved],
@@ -40,6 +42,9 @@ class MedicationReview:
             "unchecked_allergies": unchecked,
             "knowledge_base": self.provenance(),
         }
+        if explain and self.checker.predictor:
+            result["model_abstentions"] = [w.to_json() for w in interactions.withheld]
+        return result
 
     def provenance(self) -> dict:
         return {"version": self.kb.version,

@@ -38,6 +38,17 @@ class Severity(IntEnum):
                              f"{', '.join(s.label for s in reversed(cls))}") from None
 
 
+# A model prediction has no source severity: it is reported as `unknown` and tiered as minor
+# at most (FHIR low, CDS info), so that it never outranks a fact or passes a stricter filter.
+UNKNOWN = "unknown"
+UNKNOWN_TIER = Severity.MINOR
+
+
+def tier_of(label: str) -> Severity:
+    """The tier a reported severity label is filtered at: `unknown` counts as minor."""
+    return UNKNOWN_TIER if label == UNKNOWN else Severity.parse(label)
+
+
 # ANSM thesaurus levels (folded text) -> our scale, with ANSM's official English wording.
 ANSM_LEVELS: dict[str, tuple[Severity, str]] = {
     "contre indication": (Severity.CONTRAINDICATED, "contraindication"),
