@@ -1,15 +1,23 @@
-"""Benchmark (not a test): the PACS path end to end, storescu -> Orthanc -> gateway -> Orthanc.
+"""Benchmark (not a test): the PACS path end to end, storescu -> Orthanc -> gateway -> Orthanc,
+against Orthanc's own ingest of the same files in the same run.
 
-    .venv/bin/python benchmarks/gateway.py [--instances 500] [--workers 1] [--source RG1_UNCR]
+    .venv/bin/python benchmarks/gateway.py [--instances 500] [--workers 2] [--source RG1_UNCR]
 
-Writes N copies of the real CR from $CLINASSIST_DATA/dicom_cr, each in its own study, sends
-them into a scratch Orthanc with dcmtk's storescu (one association), and waits until Orthanc
-holds an SR and a Secondary Capture for every study. The gateway runs as `python -m
-clinassist.serving.gateway serve` in a scratch CLINASSIST_HOME. Prints sustained throughput
-(instances per minute), end-to-end time per instance (Orthanc's reception of the CR to its
-reception of the last result, 1 s resolution), results lost or duplicated (must be 0), and the
-gateway's share of the end-to-end time (its audit trail: receive to last delivery, queueing
-included).
+Writes N copies of the real CR from $CLINASSIST_DATA/dicom_cr, each in its own study, then:
+
+1. Orthanc alone (no routing): dcmtk's storescu sends the N files over one association;
+   Orthanc's ingest rate is N over the time storescu takes.
+2. A fresh Orthanc routing to `python -m clinassist.serving.gateway serve` (scratch
+   CLINASSIST_HOME): two warm-up instances, then the same N files as a burst; sustained
+   throughput is N over the time until Orthanc holds an SR and a Secondary Capture for every
+   study (goal >= 0.7 of Orthanc's own ingest). Results lost or duplicated (must be 0), the
+   end-to-end time per instance (Orthanc's reception of the CR to that of its last result, 1 s
+   resolution) and the gateway's share of it (its audit trail: receive to delivery).
+3. Single instances arriving alone, one after the other once the burst is done: end-to-end p50,
+   storescu's start to both results in Orthanc.
+
+Resident memory of the gateway and Orthanc at idle before the burst, at its peak, and at idle
+after it (goal: growth after the burst <= 20 %).
 """
 
 from __future__ import annotations
@@ -36,21 +44,35 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from service_process import free_port  # noqa: E402
 from test_gateway_support import echo, wait_for  # noqa: E402
 
+from process_stats import (PeakMemory, load_average, memory_table, named_processes,  # noqa: E402
+                           print_memory, settle_rss)
 from clinassist.config import data_dir  # noqa: E402
 from clinassist.serving.gateway.orthanc import local  # noqa: E402
 
 STALL_S = 180  # give up when Orthanc's instance count has not moved for this long
+SINGLES = 5
 
 
-def write_copies(source: Path, folder: Path, count: int) -> None:
+def write_copies(source: Path, folder: Path, count: int, prefix: str) -> list[Path]:
     """`count` copies of `source`, each a new study, series and instance."""
     folder.mkdir(parents=True)
     ds = pydicom.dcmread(source)
+    paths = []
     for index in range(count):
         ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
         ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-        ds.AccessionNumber = f"BENCH{index:05d}"
-        ds.save_as(folder / f"{index:05d}.dcm")
+        ds.AccessionNumber = f"{prefix}{index:05d}"
+        paths.append(folder / f"{index:05d}.dcm")
+        ds.save_as(paths[-1])
+    return paths
+
+
+def storescu(port: int, *paths: Path) -> float:
+    """Send over one association; the seconds it took."""
+    began = time.monotonic()
+    subprocess.run(["storescu", "-aet", "MODALITY", "-aec", "ORTHANC", "127.0.0.1", str(port),
+                    *map(str, paths)], check=True, capture_output=True)
+    return time.monotonic() - began
 
 
 def start_gateway(home: Path, port: int, orthanc_port: int, workers: int) -> subprocess.Popen:
@@ -60,23 +82,28 @@ def start_gateway(home: Path, port: int, orthanc_port: int, workers: int) -> sub
         "destinations": [f"ORTHANC@127.0.0.1:{orthanc_port}"], "backoff_s": 1,
         "max_backoff_s": 5}))
     with open(home / "gateway.log", "w") as log:
-        process = subprocess.Popen([sys.executable, "-m", "clinassist.serving.gateway", "serve"], cwd=home,
-                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        process = subprocess.Popen([sys.executable, "-m", "clinassist.serving.gateway", "serve"],
+                                   cwd=home, stdout=log, stderr=subprocess.STDOUT,
+                                   start_new_session=True,
                                    env={**os.environ, "CLINASSIST_HOME": str(home)})
-    wait_for(lambda: echo(port, calling="ORTHANC") == 0, 60, "the gateway")
+    wait_for(lambda: echo(port, calling="ORTHANC") == 0, 600, "the gateway")
     return process
 
 
-def wait_for_results(orthanc: local.LocalOrthanc, expected: int) -> None:
+def instance_count(orthanc: local.LocalOrthanc) -> int:
+    return httpx.get(orthanc.url + "/statistics", timeout=10).json()["CountInstances"]
+
+
+def wait_for_results(orthanc: local.LocalOrthanc, expected: int, poll_s: float = 0.5) -> None:
     count, moved = -1, time.monotonic()
     while count < expected:
-        now = httpx.get(orthanc.url + "/statistics", timeout=10).json()["CountInstances"]
+        now = instance_count(orthanc)
         if now != count:
             count, moved = now, time.monotonic()
         if time.monotonic() - moved > STALL_S:
             print(f"stalled at {count} of {expected} instances", file=sys.stderr)
             return
-        time.sleep(1)
+        time.sleep(poll_s)
 
 
 def reception(orthanc: local.LocalOrthanc, instance: str) -> datetime:
@@ -112,44 +139,87 @@ def gateway_seconds(home: Path) -> list[float]:
     return [(max(t) - min(t)).total_seconds() for t in times.values() if len(t) > 1]
 
 
+def orthanc_ingest(folder: Path, paths: list[Path]) -> float:
+    """Instances per second Orthanc alone stores of `paths`, sent by storescu."""
+    orthanc = local.start(folder, free_port(), free_port(), None)
+    try:
+        seconds = storescu(orthanc.dicom_port, *paths)
+        assert instance_count(orthanc) == len(paths)
+    finally:
+        orthanc.stop()
+    return len(paths) / seconds
+
+
+def single_seconds(orthanc: local.LocalOrthanc, paths: list[Path]) -> list[float]:
+    """End to end for each instance sent alone: storescu's start to its SR and SC stored."""
+    seconds = []
+    for path in paths:
+        expected = instance_count(orthanc) + 3
+        began = time.monotonic()
+        storescu(orthanc.dicom_port, path)
+        wait_for(lambda: instance_count(orthanc) >= expected, STALL_S, "the results")
+        seconds.append(time.monotonic() - began)
+    return seconds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--instances", type=int, default=500)
-    parser.add_argument("--workers", type=int, default=1, help="gateway worker threads")
+    parser.add_argument("--workers", type=int, default=2, help="gateway worker threads")
     parser.add_argument("--source", default="RG1_UNCR", help="file in $CLINASSIST_DATA/dicom_cr")
     args = parser.parse_args()
+    print(f"start: {load_average()}")
     with tempfile.TemporaryDirectory(prefix="gateway-bench-") as scratch:
         folder = Path(scratch)
-        write_copies(data_dir() / "dicom_cr" / f"{args.source}.dcm", folder / "in", args.instances)
+        source = data_dir() / "dicom_cr" / f"{args.source}.dcm"
+        burst = write_copies(source, folder / "burst", args.instances, "BENCH")
+        warm_up = write_copies(source, folder / "warm-up", 2, "WARM")
+        singles = write_copies(source, folder / "singles", SINGLES, "ALONE")
+        ingest = orthanc_ingest(folder / "orthanc-alone", burst)
+
         gateway_port, orthanc_dicom = free_port(), free_port()
         orthanc = local.start(folder / "orthanc", free_port(), orthanc_dicom, gateway_port)
         gateway = start_gateway(folder / "home", gateway_port, orthanc_dicom, args.workers)
         try:
-            start = time.monotonic()
-            subprocess.run(["storescu", "-aet", "MODALITY", "-aec", "ORTHANC", "+sd",
-                            "127.0.0.1", str(orthanc_dicom), str(folder / "in")], check=True,
-                           capture_output=True)
-            sent = time.monotonic() - start
-            wait_for_results(orthanc, 3 * args.instances)
-            elapsed = time.monotonic() - start
+            processes = {**named_processes(gateway.pid), **named_processes(orthanc.process.pid)}
+            storescu(orthanc_dicom, *warm_up)
+            wait_for_results(orthanc, 3 * len(warm_up))
+            idle = settle_rss(processes)
+            with PeakMemory(processes) as peak:
+                start = time.monotonic()
+                sent = storescu(orthanc_dicom, *burst)
+                wait_for_results(orthanc, 3 * (len(warm_up) + args.instances))
+                elapsed = time.monotonic() - start
+            after = settle_rss(processes)
             lost, duplicated, end_to_end = orthanc_outcome(orthanc)
             in_gateway = gateway_seconds(folder / "home")
+            alone = single_seconds(orthanc, singles)
         finally:
             os.killpg(gateway.pid, signal.SIGTERM)
             gateway.wait(timeout=60)
             orthanc.stop()
+    print(f"end: {load_average()}")
+    throughput = args.instances / elapsed
     report = {
         "instances": args.instances, "workers": args.workers, "source": args.source,
+        "orthanc_alone_ingest_per_s": round(ingest, 2),
         "storescu_to_orthanc_s": round(sent, 1),
-        "throughput_per_min": round(args.instances / elapsed * 60, 1),
+        "throughput_per_s": round(throughput, 2),
+        "throughput_over_orthanc_ingest": round(throughput / ingest, 2),
         "end_to_end_s": {"p50": float(np.median(end_to_end)),
                          "p95": float(np.percentile(end_to_end, 95)),
                          "max": float(max(end_to_end))} if end_to_end else None,
         "lost": lost, "duplicated": duplicated,
         "gateway_share": round(sum(in_gateway) / sum(end_to_end), 2) if end_to_end else None,
         "gateway_s_per_instance_p50": round(float(np.median(in_gateway)), 2),
+        "single_instance_end_to_end_s": {"p50": round(float(np.median(alone)), 2),
+                                         "all": [round(s, 2) for s in alone]},
     }
     print(json.dumps(report, indent=2))
+    print(f"throughput {throughput:.2f}/s against Orthanc's own ingest {ingest:.2f}/s: "
+          f"{throughput / ingest:.2f} (goal >= 0.7); lost {lost}, duplicated {duplicated}; "
+          f"an instance alone: p50 {np.median(alone):.2f} s end to end")
+    print_memory(f"memory, {args.instances}-instance burst", memory_table(idle, peak.peak, after))
 
 
 if __name__ == "__main__":

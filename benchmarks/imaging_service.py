@@ -1,20 +1,32 @@
 """Benchmark (not a test): the imaging triage service end to end over HTTP, on loopback.
 
-    .venv/bin/python benchmarks/imaging_service.py [--requests 40] [--concurrency 8]
+    .venv/bin/python benchmarks/imaging_service.py [--requests 100] [--concurrency 8]
 
-Starts `clinassist serve` twice in a scratch CLINASSIST_HOME (adaptive batching on, then off
-with CLINASSIST_MAX_BATCH_SIZE=1) and sends the real CR from $CLINASSIST_DATA/dicom_cr. Prints
-p50/p99 latency of one request at a time, throughput at the given concurrency, and the
-service's own split of the time between decode, inference and result encoding.
+First the work itself, in this process: decode (`read_instance`, `radiograph_pixels`) and
+inference (`Models.infer`, both bundles) of the real CR from $CLINASSIST_DATA/dicom_cr, CPU
+and wall time per image. Then `clinassist serve` twice in a scratch CLINASSIST_HOME (adaptive
+batching off with CLINASSIST_MAX_BATCH_SIZE=1, then on with 16, the default), each sent the CR
+one at a time and then at the given concurrency. Prints, from that one run:
+
+- p50/p99 of one request at a time, the service's own split (decode, inference including the
+  hop to the model service, encoding of the SR and Secondary Capture), and p50 over decode +
+  inference of the same requests (goal <= 1.5);
+- throughput at the concurrency against cores / CPU time of decode + inference per image
+  (goal >= 0.5), and the CPU time every service process spent per request;
+- batching on against off;
+- resident memory of each service process at idle, at its peak during the concurrent burst and
+  at idle after it (goal: growth after the burst <= 20 %).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -23,9 +35,41 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from service_process import start  # noqa: E402
 
+from process_stats import (PeakMemory, cpu_seconds, load_average, memory_table,  # noqa: E402
+                           named_processes, print_memory, settle_rss)
 from clinassist.config import data_dir  # noqa: E402
+from clinassist.serving.dicom import Limits, radiograph_pixels, read_instance  # noqa: E402
+from clinassist.serving.imaging.triage import Models  # noqa: E402
 
 TRIAGE = "/v1/imaging/triage"
+
+
+@dataclass(frozen=True)
+class Work:
+    """Decode and inference of one image in process: median CPU and wall milliseconds."""
+
+    decode_cpu: float
+    decode_wall: float
+    inference_cpu: float
+    inference_wall: float
+
+    @property
+    def cpu(self) -> float:
+        return self.decode_cpu + self.inference_cpu
+
+
+def reference_work(body: bytes, runs: int = 9) -> Work:
+    models = Models.load(home=Path(tempfile.mkdtemp(prefix="bench-models-")))
+    models.infer([radiograph_pixels(read_instance(body, Limits()))])  # warm up ONNX Runtime
+    samples = []
+    for _ in range(runs):
+        cpu, wall = time.process_time(), time.perf_counter()
+        pixels = radiograph_pixels(read_instance(body, Limits()))
+        decoded = time.process_time(), time.perf_counter()
+        models.infer([pixels])
+        samples.append((decoded[0] - cpu, decoded[1] - wall, time.process_time() - decoded[0],
+                        time.perf_counter() - decoded[1]))
+    return Work(*(float(np.median(column)) * 1000 for column in zip(*samples)))
 
 
 async def send(client: httpx.AsyncClient, url: str, headers: dict, body: bytes) -> tuple[float, dict]:
@@ -57,9 +101,16 @@ def measure(home: Path, body: bytes, requests: int, concurrency: int, batch_size
     try:
         url, headers = service.url + TRIAGE, {**service.headers("gateway"),
                                                "Content-Type": "application/dicom"}
-        asyncio.run(sequential(url, headers, body, 2))
+        asyncio.run(sequential(url, headers, body, 3))
+        processes = named_processes(service.process.pid)
         alone = asyncio.run(sequential(url, headers, body, requests))
-        seconds, together = asyncio.run(concurrent(url, headers, body, requests, concurrency))
+        idle = settle_rss(processes)
+        cpu_before = cpu_seconds(processes)
+        with PeakMemory(processes) as peak:
+            seconds, together = asyncio.run(concurrent(url, headers, body, requests,
+                                                       concurrency))
+        cpu_after = cpu_seconds(processes)
+        after = settle_rss(processes)
     finally:
         service.stop()
     latencies = np.array([ms for ms, _ in alone])
@@ -67,25 +118,49 @@ def measure(home: Path, body: bytes, requests: int, concurrency: int, batch_size
              for part in ("decode", "inference", "encode", "total")}
     return {"p50": float(np.percentile(latencies, 50)), "p99": float(np.percentile(latencies, 99)),
             "throughput": requests / seconds, "split": split,
+            "cpu_ms": {name: (cpu_after[name] - cpu_before[name]) / requests * 1000
+                       for name in cpu_before},
+            "memory": memory_table(idle, peak.peak, after),
             "mean_batch": float(np.mean([answer["batch_size"] for _, answer in together]))}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=40)
+    parser.add_argument("--requests", type=int, default=100)
     parser.add_argument("--concurrency", type=int, default=8)
     args = parser.parse_args()
     path = data_dir() / "dicom_cr" / "RG1_UNCR.dcm"
     body = path.read_bytes()
+    cores = os.cpu_count() or 1
+    print(f"start: {load_average()}")
+    work = reference_work(body)
     with tempfile.TemporaryDirectory() as scratch:
-        batched = measure(Path(scratch) / "batched", body, args.requests, args.concurrency, 16)
-        unbatched = measure(Path(scratch) / "unbatched", body, args.requests, args.concurrency, 1)
-    print(f"\n{path.name} ({len(body) / 1e6:.1f} MB), {args.requests} requests")
-    print(f"one at a time: p50 {batched['p50']:.0f} ms, p99 {batched['p99']:.0f} ms")
-    print("service split (median ms): " + ", ".join(f"{k} {v:.0f}" for k, v in batched["split"].items()))
-    print(f"concurrency {args.concurrency}: {batched['throughput']:.2f} req/s with batching "
-          f"(mean batch {batched['mean_batch']:.1f}), {unbatched['throughput']:.2f} req/s without "
-          f"(ratio {batched['throughput'] / unbatched['throughput']:.2f})")
+        off = measure(Path(scratch) / "unbatched", body, args.requests, args.concurrency, 1)
+        on = measure(Path(scratch) / "batched", body, args.requests, args.concurrency, 16)
+    print(f"end: {load_average()}")
+    print(f"\n{path.name} ({len(body) / 1e6:.1f} MB), {args.requests} requests per phase")
+    print(f"in process, per image: decode {work.decode_cpu:.0f} ms CPU ({work.decode_wall:.0f} "
+          f"ms wall), inference {work.inference_cpu:.0f} ms CPU ({work.inference_wall:.0f} ms "
+          "wall)")
+    split = off["split"]
+    print(f"one at a time: p50 {off['p50']:.0f} ms, p99 {off['p99']:.0f} ms; service split "
+          "(median ms): " + ", ".join(f"{k} {v:.0f}" for k, v in split.items()))
+    work_ms = split["decode"] + split["inference"]
+    print(f"  p50 / (decode + inference) = {off['p50'] / work_ms:.2f} (goal <= 1.5)")
+    ideal = cores / (work.cpu / 1000)
+    for name, run in (("off", off), ("on, max 16 (default)", on)):
+        spent = sum(run["cpu_ms"].values())
+        print(f"concurrency {args.concurrency}, batching {name}: {run['throughput']:.2f} req/s "
+              f"(mean batch {run['mean_batch']:.1f}); {run['throughput'] / ideal:.2f} of "
+              f"{cores} cores / {work.cpu:.0f} ms CPU of decode + inference = {ideal:.1f} req/s "
+              "(goal >= 0.5)")
+        print(f"  service CPU per request {spent:.0f} ms (" + ", ".join(
+            f"{process} {ms:.0f}" for process, ms in run["cpu_ms"].items() if ms >= 0.5) +
+            f"): decode + inference are {work.cpu / spent:.2f} of it")
+    print(f"batching on / off at concurrency {args.concurrency}: "
+          f"{on['throughput'] / off['throughput']:.2f}")
+    print_memory(f"memory, batching off, {args.requests}-request burst at concurrency "
+                 f"{args.concurrency}", off["memory"])
 
 
 if __name__ == "__main__":
