@@ -13,6 +13,7 @@ newest revision is only read, so opening it never waits for a writer.
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
 from functools import cache
 from pathlib import Path
@@ -26,6 +27,9 @@ from sqlalchemy import Connection, Engine, func, select, text
 from clinassist.serving.storage.engine import IMMEDIATE
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+log = logging.getLogger(__name__)
+# alembic logs two lines at INFO each time a store is opened; this module says when one migrates
+logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)
 _checked: set[tuple[str, str]] = set()
 _lock = threading.Lock()
 
@@ -40,6 +44,8 @@ def upgrade(engine: Engine, store: str, sqlite_path: Path | None) -> None:
         with engine.connect() as connection:
             current = set(_context(connection, schema).get_current_heads())
         if current != heads(store):
+            log.info("migrating store %s from %s to %s", store, sorted(current) or "nothing",
+                     sorted(heads(store)))
             with engine.execution_options(**{IMMEDIATE: True}).begin() as connection:
                 if schema is not None:
                     _enter_schema(connection, schema)
