@@ -30,7 +30,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         from clinassist.training.ddi_train import train
 
         train(config, output, resume=args.resume, limit=args.limit, epochs=args.epochs,
-              split=args.split)
+              split=args.split, seed=args.seed)
         return
     if args.model == "qc":
         from clinassist.training.qc_train import train
@@ -189,6 +189,8 @@ def parser() -> argparse.ArgumentParser:
     train.add_argument("--limit", type=int, help="train on this many items (smoke runs)")
     train.add_argument("--split", choices=("s1", "s2", "s3"),
                        help="ddi: train one split only (default: all three)")
+    train.add_argument("--seed", type=int,
+                       help="ddi: override the configured seed (negatives, splits, weights)")
     train.add_argument("--init-from", type=Path,
                        help="cxr: start from this run's weights, or from a bundle's member "
                             "(its architecture is taken too)")

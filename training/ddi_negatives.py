@@ -25,6 +25,7 @@ depend on the ratio.
 from __future__ import annotations
 
 import hashlib
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -89,8 +90,8 @@ def pair_keys(first: np.ndarray, second: np.ndarray) -> np.ndarray:
 def keys_of(pairs: set[Pair]) -> np.ndarray:
     if not pairs:
         return np.array([], dtype=np.int64)
-    rows = np.array(sorted(pairs))
-    return pair_keys(rows[:, 0], rows[:, 1])
+    rows = np.fromiter(itertools.chain.from_iterable(pairs), dtype=np.int64).reshape(-1, 2)
+    return np.sort(pair_keys(rows[:, 0], rows[:, 1]))  # as from the sorted pairs
 
 
 @dataclass

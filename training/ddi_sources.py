@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import pickle
 import re
 import sqlite3
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -160,21 +161,28 @@ class ListedPairs:
     ddinter: set[Pair]
     ansm: set[Pair]
     generous: set[Pair]
+    _degrees: dict[int, dict[str, np.ndarray]] = field(default_factory=dict, repr=False,
+                                                       compare=False)
 
     @property
     def any_source(self) -> set[Pair]:
         return self.drugbank86 | self.ddinter | self.ansm
 
     def degrees(self, drugs: int) -> dict[str, np.ndarray]:
-        """Distinct listed partners per drug: per source and over the union."""
-        result = {}
-        for name, pairs in (("drugbank86", self.drugbank86), ("ddinter", self.ddinter),
-                            ("ansm", self.ansm), ("union", self.any_source)):
-            counts = np.zeros(drugs, dtype=np.int64)
-            if pairs:
-                np.add.at(counts, np.array(sorted(pairs)).ravel(), 1)
-            result[name] = counts
-        return result
+        """Distinct listed partners per drug: per source and over the union (counted once;
+        read-only arrays)."""
+        if drugs not in self._degrees:
+            result = {}
+            for name, pairs in (("drugbank86", self.drugbank86), ("ddinter", self.ddinter),
+                                ("ansm", self.ansm), ("union", self.any_source)):
+                counts = np.zeros(drugs, dtype=np.int64)
+                if pairs:
+                    np.add.at(counts, np.fromiter(itertools.chain.from_iterable(pairs),
+                                                  dtype=np.int64), 1)
+                counts.flags.writeable = False
+                result[name] = counts
+            self._degrees[drugs] = result
+        return self._degrees[drugs]
 
 
 def drugbank86_pairs(universe: DrugUniverse, pairs: ddi_data.Pairs) -> set[Pair]:

@@ -205,10 +205,13 @@ def run_of(output: Path, split: str) -> Path:
 
 
 def train(config_path: Path | str, output: Path, resume: bool = False, limit: int | None = None,
-          epochs: float | None = None, split: str | None = None) -> Path:
+          epochs: float | None = None, split: str | None = None,
+          seed: int | None = None) -> Path:
     """Train the run for one split, or both runs (S1, and S2/S3) when `split` is None.
-    `limit` trains and validates on that many items (smoke runs)."""
-    cfg = run_config(config_path, output, resume, epochs)
+    `limit` trains and validates on that many items (smoke runs); `seed` replaces the
+    configured one (a resumed run keeps its own)."""
+    cfg = run_config(config_path, output, resume, epochs,
+                     {"seed": seed} if seed is not None else None)
     prepared = prepare(cfg)
     for name in [split] if split else ("s1", "s2"):
         run = run_of(output, name)
