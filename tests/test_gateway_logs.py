@@ -58,3 +58,23 @@ def test_tracebacks_keep_their_frames_and_type_but_not_the_message():
     assert "uncaught ValueError in gateway-worker-0" in err
     assert "uncaught ValueError in the main thread" in err
     assert "Secretname" not in err
+
+
+def test_a_library_traceback_of_a_closed_connection_is_left_out():
+    """pynetdicom logs `LOGGER.exception` when a socket closes mid-PDU (a peer dropping the
+    connection, or the gateway's stop aborting an association): the line stays, its frames go."""
+    err = stderr_of("""
+        import logging
+        def read_pdu():
+            raise ConnectionResetError(104, "Connection reset by peer")
+        try:
+            read_pdu()
+        except OSError as exc:
+            logging.getLogger("pynetdicom.dul").exception(exc)
+        try:
+            read_pdu()
+        except OSError:
+            logging.getLogger("clinassist.serving.gateway.scp").exception("store failed")
+    """)
+    assert err.count("pynetdicom.dul: (<string>:") == 1 and "message withheld" in err
+    assert err.count("Traceback") == 1 and "store failed" in err  # ours keep their frames

@@ -30,11 +30,16 @@ log = logging.getLogger(__name__)
 
 
 class WithholdLibraryMessages(logging.Filter):
-    """Replace the text of every record not from our loggers by its place in the code."""
+    """Replace the text of every record not from our loggers by its place in the code. A
+    library's traceback of a transport error (pynetdicom logs one whenever a connection closes
+    mid-PDU: a peer that drops it, or the stop aborting an association) is dropped too: the
+    line says where, and its frames are pynetdicom's socket reads."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.name != OURS and not record.name.startswith(OURS + "."):
             record.msg, record.args = f"({record.module}:{record.lineno}) {WITHHELD}", ()
+            if record.exc_info and isinstance(record.exc_info[1], OSError):
+                record.exc_info, record.exc_text = None, None
         return True
 
 
