@@ -44,6 +44,7 @@ from pynetdicom import AE
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 import service_process  # noqa: E402
+from process_stats import named_processes, rss_mib  # noqa: E402
 from service_process import free_port  # noqa: E402
 from test_gateway_support import GatewayProcess, echo, write_config  # noqa: E402
 
@@ -57,7 +58,6 @@ DRAIN_TIMEOUT_S = 600  # for the gateway to deliver what Orthanc routed to it
 AUDIT_TIMEOUT_S = 60  # rows are written once a response has been sent
 HTTP_TIMEOUT_S = 120
 START_TIMEOUT_S = 600  # for the gateway and the service to answer (a shared machine is slow)
-MIB = 1 << 20
 SIGN = "/v1/cds-services/clinassist-medication-order-sign"
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 TEN_DRUGS = ["warfarin", "Advil", "simvastatin", "clarithromycin", "metformin", "lisinopril",
@@ -253,31 +253,9 @@ def _refused(answer: httpx.Response) -> str | None:
 def service_processes(service: service_process.Service, gateway: GatewayProcess,
                       orthanc: local.LocalOrthanc) -> dict[str, psutil.Process]:
     """Every process of the stack, named by what it runs."""
-    named = {}
-    root = psutil.Process(service.process.pid)
-    for process in [root, *root.children(recursive=True)]:
-        command = process.cmdline()
-        if "--service-name" in command:
-            name = f"bentoml worker ({command[command.index('--service-name') + 1]})"
-        elif "serve" in command and any("bentoml" in part for part in command):
-            name = "bentoml serve"  # `-m bentoml`, or the project's wrapper module
-        else:
-            name = "clinassist serve"
-        named[name if name not in named else f"{name} {process.pid}"] = process
-    named["gateway"] = psutil.Process(gateway.process.pid)
-    named["orthanc"] = psutil.Process(orthanc.process.pid)
-    return named
-
-
-def resident_mib(processes: dict[str, psutil.Process]) -> dict[str, float]:
-    """RSS per process; a process that is gone is a failure of the run (reported as 0)."""
-    rss = {}
-    for name, process in processes.items():
-        try:
-            rss[name] = process.memory_info().rss / MIB
-        except psutil.NoSuchProcess:
-            rss[name] = 0.0
-    return rss
+    return {**named_processes(service.process.pid),
+            "gateway": psutil.Process(gateway.process.pid),
+            "orthanc": psutil.Process(orthanc.process.pid)}
 
 
 def median_mib(samples: list[dict[str, float]]) -> dict[str, float]:
@@ -447,7 +425,7 @@ def run(minutes: int, warmup: int, scratch: Path) -> Report:
                 samples = []
                 while (left := recorder.started + minute * 60 - time.monotonic()) > 0:
                     load.stop.wait(min(RSS_SAMPLE_S, left))
-                    samples.append(resident_mib(processes))
+                    samples.append(rss_mib(processes))
                 table.append(recorder.minute(minute, median_mib(samples)))
                 print_minute(table[-1])
         finally:
