@@ -5,7 +5,7 @@
 First the work itself, in this process: decode (`read_instance`, `radiograph_pixels`) and
 inference (`Models.infer`, both bundles) of the real CR from $CLINASSIST_DATA/dicom_cr, CPU
 and wall time per image. Then `clinassist serve` twice in a scratch CLINASSIST_HOME (adaptive
-batching off with CLINASSIST_MAX_BATCH_SIZE=1, then on with 16, the default), each sent the CR
+batching off with CLINASSIST_MAX_BATCH_SIZE=1, then on with 16; off is the default), each sent the CR
 one at a time and then at the given concurrency. Prints, from that one run:
 
 - p50/p99 of one request at a time, the service's own split (decode, inference including the

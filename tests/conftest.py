@@ -72,7 +72,8 @@ def service(tmp_path_factory):
     """`clinassist serve` started once, with its own CLINASSIST_HOME and one user per role."""
     from service_process import start
 
-    running = start(tmp_path_factory.mktemp("service"),
-                    env={"CLINASSIST_MAX_DICOM_BYTES": str(SERVICE_MAX_DICOM_BYTES)})
+    running = start(tmp_path_factory.mktemp("service"),  # batching on, so its test can see it
+                    env={"CLINASSIST_MAX_DICOM_BYTES": str(SERVICE_MAX_DICOM_BYTES),
+                         "CLINASSIST_MAX_BATCH_SIZE": "16"})
     yield running
     running.stop()
