@@ -16,7 +16,7 @@ import pytest
 from pydicom.uid import (ComputedRadiographyImageStorage, Comprehensive3DSRStorage,
                          SecondaryCaptureImageStorage, generate_uid)
 
-from clinassist.serving.gateway.catchup import FeedPosition, StoredInstance
+from clinassist.serving.gateway.catchup import StoredInstance
 from clinassist.serving.gateway.config import GatewayConfig
 from clinassist.serving.gateway.gateway import Gateway, open_queue
 from clinassist.serving.gateway.orthanc import local
@@ -184,11 +184,3 @@ def test_the_filter_is_the_lua_routes():
     assert not instance(modality="OT").routed("CLINASSIST")
     assert not instance(body_part="KNEE").routed("CLINASSIST")
     assert not instance(sender="CLINASSIST").routed("CLINASSIST")
-
-
-def test_the_position_is_kept_per_orthanc(tmp_path):
-    first = FeedPosition(tmp_path, "http://127.0.0.1:8042")
-    assert first.load() == 0
-    first.save(120)
-    assert FeedPosition(tmp_path, "http://127.0.0.1:8042").load() == 120
-    assert FeedPosition(tmp_path, "https://pacs.example.org").load() == 0

@@ -7,9 +7,12 @@ says whether the log holds no more. The follower reads the log from the last Seq
 for each new instance that the Lua route would push (CR or DX, chest, not sent by the gateway
 itself) and the queue does not know yet, fetches the file (`GET /instances/{id}/file`) and
 hands it to the same intake as the SCP, idempotent on SOP Instance UID: push and catch-up
-together queue an instance once. The position is committed (`gateway/changes.db`) only after
-every instance before it is durably queued, so a gateway killed at any point reads again, at
-worst, changes whose instances it then finds already queued.
+together queue an instance once. The position is committed (the gateway-changes store:
+`gateway/changes.db`, or the schema `gateway_changes` of PostgreSQL, shared by the gateways
+that follow the same Orthanc) only after every instance before it is durably queued, so a
+gateway killed at any point reads again, at worst, changes whose instances it then finds
+already queued; a gateway that saves a position behind another's makes them read a few changes
+again, never skip one.
 """
 
 from __future__ import annotations
@@ -22,22 +25,21 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from sqlalchemy import BigInteger, Column, MetaData, Table, Text, select
 
 from clinassist.errors import ClinassistError
 from clinassist.serving.gateway.config import OrthancFeed
 from clinassist.serving.gateway.inspection import Refused, StoreStatus
 from clinassist.serving.gateway.intake import Intake
 from clinassist.serving.gateway.queue import QUEUE_DIR, JobQueue
-from clinassist.serving.security.database import Database
+from clinassist.serving.storage import Store, StoreSchema
+from clinassist.serving.storage.sql import insert
 
 log = logging.getLogger(__name__)
 CHANGES_DB = "changes.db"
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS feed_position (
-    feed TEXT PRIMARY KEY,
-    seq INTEGER NOT NULL
-);
-"""
+CHANGES = StoreSchema("gateway_changes", f"{QUEUE_DIR}/{CHANGES_DB}")
+feed_position = Table("feed_position", MetaData(), Column("feed", Text, primary_key=True),
+                      Column("seq", BigInteger, nullable=False))
 PAGE = 100  # changes read per request
 TIMEOUT_S = 30
 BACKLOG_WAIT_S = 0.5  # how soon a paused catch-up looks at the backlog again
@@ -141,17 +143,18 @@ class FeedPosition:
 
     def __init__(self, home: Path, feed_url: str) -> None:
         self.feed = feed_url
-        self._db = Database(home / QUEUE_DIR / CHANGES_DB, SCHEMA)
+        self._db = Store(home, CHANGES)
 
     def load(self) -> int:
-        row = self._db.query("SELECT seq FROM feed_position WHERE feed = ?",
-                             (self.feed,)).fetchone()
-        return 0 if row is None else int(row["seq"])
+        with self._db.read() as db:
+            seq = db.scalar(select(feed_position.c.seq).where(feed_position.c.feed == self.feed))
+        return 0 if seq is None else int(seq)
 
     def save(self, seq: int) -> None:
-        with self._db.transaction() as db:
-            db.execute("INSERT INTO feed_position (feed, seq) VALUES (?, ?) ON CONFLICT (feed) "
-                       "DO UPDATE SET seq = excluded.seq", (self.feed, seq))
+        with self._db.write() as db:
+            saved = insert(db, feed_position).values(feed=self.feed, seq=seq)
+            db.execute(saved.on_conflict_do_update(index_elements=[feed_position.c.feed],
+                                                   set_={"seq": saved.excluded.seq}))
 
 
 class Progress(enum.Enum):

@@ -14,7 +14,7 @@ def upgrade() -> None:
     op.create_table(
         "feed_position",
         sa.Column("feed", sa.Text, primary_key=True),
-        sa.Column("seq", sa.Integer, nullable=False),
+        sa.Column("seq", sa.BigInteger, nullable=False),  # Orthanc's Seq is 64-bit
         if_not_exists=True)
 
 
