@@ -2,9 +2,10 @@
 validation reference it is compared with, the population stability index, and agreement with
 the radiologists' feedback.
 
-Each completed triage adds one row to `CLINASSIST_HOME/monitoring.db` (time, population, model
-version, QC outcome and blocking reasons, probability, flag, and three statistics of the
-display-ready pixels); no identifier, only the opaque result id. The reference
+Each completed triage adds one row to the monitoring store (`CLINASSIST_HOME/monitoring.db`,
+or the schema `monitoring` of PostgreSQL, which every API replica shares): time, population,
+model version, QC outcome and blocking reasons, probability, flag, and three statistics of the
+display-ready pixels; no identifier, only the opaque result id. The reference
 (`models/<bundle>/monitoring_reference.json`, written by `clinassist monitor reference`) holds,
 per population, the deciles of each feature on the bundle's validation images and the share of
 images in each decile; the population stability index (PSI) of recent data against it says how
@@ -21,10 +22,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+from sqlalchemy import Column, Double, Integer, MetaData, Table, Text, select
 
 from clinassist.config import bundle_dir
 from clinassist.serving.imaging.feedback import Feedback, Reading
-from clinassist.serving.security.database import Database
+from clinassist.serving.storage import Store, StoreSchema
 
 MONITORING_DB = "monitoring.db"
 REFERENCE_FILE = "monitoring_reference.json"
@@ -37,23 +39,14 @@ MIN_DRIFT_SAMPLES = 50
 AGREEMENT_DROP_ALERT = 0.10  # sensitivity or specificity this far under validation
 MIN_AGREEMENT_CASES = 20  # positives (for sensitivity) or negatives (for specificity)
 POOLED = "all"
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS triage_event (
-    id INTEGER PRIMARY KEY,
-    recorded_at TEXT NOT NULL,
-    result_id TEXT NOT NULL,
-    population TEXT NOT NULL,
-    model_version TEXT NOT NULL,
-    qc_passed INTEGER NOT NULL,
-    blocking_reasons TEXT NOT NULL,
-    probability REAL,
-    flag TEXT,
-    mean_intensity REAL,
-    std_intensity REAL,
-    dark_fraction REAL
-);
-CREATE INDEX IF NOT EXISTS triage_event_time ON triage_event (recorded_at);
-"""
+MONITORING = StoreSchema("monitoring", MONITORING_DB)
+triage_event = Table(
+    "triage_event", MetaData(), Column("id", Integer, primary_key=True),
+    *(Column(name, Text, nullable=False) for name in (
+        "recorded_at", "result_id", "population", "model_version")),
+    Column("qc_passed", Integer, nullable=False), Column("blocking_reasons", Text, nullable=False),
+    Column("probability", Double), Column("flag", Text),
+    *(Column(name, Double) for name in ("mean_intensity", "std_intensity", "dark_fraction")))
 
 
 @dataclass(frozen=True)
@@ -234,32 +227,32 @@ class Agreement:
 
 class MonitoringStore:
     def __init__(self, home: Path) -> None:
-        self._db = Database(home / MONITORING_DB, SCHEMA)
+        self._db = Store(home, MONITORING)
 
     def add(self, event: TriageEvent) -> None:
         stats = event.stats
-        with self._db.transaction() as db:
-            db.execute(
-                "INSERT INTO triage_event (recorded_at, result_id, population, model_version, "
-                "qc_passed, blocking_reasons, probability, flag, mean_intensity, std_intensity, "
-                "dark_fraction) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (event.recorded_at, event.result_id, event.population, event.model_version,
-                 int(event.qc_passed), json.dumps(list(event.blocking_reasons)),
-                 event.probability, event.flag,
-                 *((stats.mean_intensity, stats.std_intensity, stats.dark_fraction) if stats
-                   else (None, None, None))))
+        with self._db.write() as db:
+            db.execute(triage_event.insert().values(
+                recorded_at=event.recorded_at, result_id=event.result_id,
+                population=event.population, model_version=event.model_version,
+                qc_passed=int(event.qc_passed),
+                blocking_reasons=json.dumps(list(event.blocking_reasons)),
+                probability=event.probability, flag=event.flag,
+                mean_intensity=stats.mean_intensity if stats else None,
+                std_intensity=stats.std_intensity if stats else None,
+                dark_fraction=stats.dark_fraction if stats else None))
 
     def events(self, since: str = "", latest: int | None = None) -> list[TriageEvent]:
         """Events recorded at or after `since` (ISO), oldest first; only the `latest` N if given."""
-        rows = self._db.query(
-            "SELECT * FROM (SELECT * FROM triage_event WHERE recorded_at >= ? ORDER BY id DESC "
-            "LIMIT ?) ORDER BY id", (since, -1 if latest is None else latest))
+        newest = (select(triage_event).where(triage_event.c.recorded_at >= since)
+                  .order_by(triage_event.c.id.desc()).limit(latest).subquery())
+        with self._db.read() as db:
+            rows = db.execute(select(newest).order_by(newest.c.id)).all()
         return [TriageEvent(
-            row["recorded_at"], row["result_id"], row["population"], row["model_version"],
-            bool(row["qc_passed"]), tuple(json.loads(row["blocking_reasons"])),
-            row["probability"], row["flag"],
-            None if row["mean_intensity"] is None else ImageStats(
-                row["mean_intensity"], row["std_intensity"], row["dark_fraction"]))
+            row.recorded_at, row.result_id, row.population, row.model_version,
+            bool(row.qc_passed), tuple(json.loads(row.blocking_reasons)), row.probability,
+            row.flag, None if row.mean_intensity is None else ImageStats(
+                row.mean_intensity, row.std_intensity, row.dark_fraction))
             for row in rows]
 
 
