@@ -8,6 +8,7 @@ import io
 import json
 import math
 import sqlite3
+from contextlib import closing
 
 import httpx
 import pydicom
@@ -16,11 +17,13 @@ import pytest
 from dicom_fixtures import real_cr
 from registry_fixtures import COMMITTED, gate_report, shifted_bundle
 from service_process import cli, start
+from store_sql import drop_append_only, raw
 from clinassist.bundle import file_sha256, read_metadata
 from clinassist.serving.imaging.model_registry import (LEDGER_DB, ModelRegistry,
                                                        ProductionFollower, RegistryError, Stage,
                                                        pointer_path, production_dir)
 from clinassist.serving.security import AuditTrail
+from clinassist.serving.storage import DATABASE_URL_ENV
 
 COMMITTED_VERSION = read_metadata(COMMITTED)[1]["version"]
 SHIFT = 1.0
@@ -105,7 +108,8 @@ def test_promote_serve_roll_back_and_restart(served, tmp_path):
 
 
 @pytest.fixture
-def registry(tmp_path):
+def registry(tmp_path, database):
+    """A registry whose ledger is in SQLite, then in PostgreSQL."""
     return ModelRegistry(tmp_path / "home")
 
 
@@ -148,11 +152,64 @@ def test_rollback_steps_back_one_promotion_at_a_time(registry, tmp_path):
                      ("7.0.0", "rolled back"), (COMMITTED_VERSION, "rolled back")]
 
 
-def test_the_ledger_is_append_only(registry, tmp_path):
+@pytest.mark.parametrize("statement", ["UPDATE stage_changes SET stage = 'production'",
+                                       "DELETE FROM versions", "UPDATE gates SET passed = 1"])
+def test_the_ledger_is_append_only(registry, database, tmp_path, statement):
     registry.register(shifted_bundle(tmp_path / "a", "7.0.0"), "tester")
-    with sqlite3.connect(registry.home / LEDGER_DB) as db:
-        for statement in ("UPDATE stage_changes SET stage = 'production'",
-                          "DELETE FROM versions"):
+    registry.record_gate("7.0.0", gate_report(tmp_path / "a", passed=False))
+    with raw(registry._db, database) as db, pytest.raises(Exception, match="append-only"):
+        db.execute(statement)
+    assert {v.version: v.stage for v in registry.versions()} == {
+        COMMITTED_VERSION: Stage.PRODUCTION, "7.0.0": Stage.CANDIDATE}
+
+
+def test_dropped_triggers_are_put_back_when_the_ledger_is_opened(registry, database, tmp_path):
+    registry.register(shifted_bundle(tmp_path / "a", "7.0.0"), "tester")
+    with raw(registry._db, database) as db:
+        drop_append_only(db, "stage_changes")
+    reopened = ModelRegistry(registry.home)
+    with raw(reopened._db, database) as db, pytest.raises(Exception, match="append-only"):
+        db.execute("DELETE FROM stage_changes")
+    assert len(reopened.history()) == 3  # the committed bundle registered, initial; 7.0.0
+
+
+EARLIER_RELEASE = """
+CREATE TABLE versions (
+    model TEXT NOT NULL, version TEXT NOT NULL, sha256 TEXT NOT NULL, path TEXT NOT NULL,
+    registered TEXT NOT NULL, registered_by TEXT NOT NULL, source TEXT NOT NULL,
+    PRIMARY KEY (model, version));
+CREATE TABLE gates (
+    id INTEGER PRIMARY KEY, model TEXT NOT NULL, version TEXT NOT NULL, sha256 TEXT NOT NULL,
+    passed INTEGER NOT NULL, recorded TEXT NOT NULL, report TEXT NOT NULL);
+CREATE TABLE stage_changes (
+    id INTEGER PRIMARY KEY, model TEXT NOT NULL, version TEXT NOT NULL, stage TEXT NOT NULL,
+    kind TEXT NOT NULL, changed TEXT NOT NULL, actor TEXT NOT NULL, reason TEXT NOT NULL,
+    gate_id INTEGER, override INTEGER NOT NULL DEFAULT 0);
+CREATE TRIGGER versions_no_delete BEFORE DELETE ON versions  -- the others: put back on opening
+BEGIN SELECT RAISE(ABORT, 'the model registry is append-only'); END;
+INSERT INTO versions VALUES ('cxr_pneumonia', '6.0.0', 'ab12', 'bentoml/models/cxr_pneumonia/6',
+                             '2026-11-01T00:00:00+00:00', 'tester', 'committed bundle');
+INSERT INTO stage_changes (model, version, stage, kind, changed, actor, reason) VALUES
+    ('cxr_pneumonia', '6.0.0', 'production', 'initial', '2026-11-01T00:00:01+00:00', 'tester',
+     'production of an empty registry: the committed bundle');
+"""
+
+
+def test_a_ledger_from_before_migrations_is_taken_over(tmp_path, monkeypatch):
+    monkeypatch.delenv(DATABASE_URL_ENV, raising=False)  # only SQLite homes are that old
+    home = tmp_path / "home"
+    home.mkdir()
+    with closing(sqlite3.connect(home / LEDGER_DB)) as db:
+        db.executescript(EARLIER_RELEASE)
+    registry = ModelRegistry(home)
+    assert registry.production().version == "6.0.0"
+    registry.register(shifted_bundle(tmp_path / "a", "7.0.0"), "tester")
+    assert [(row["version"], row["stage"]) for row in registry.history()] == [
+        ("6.0.0", "production"), ("7.0.0", "candidate")]
+    with closing(sqlite3.connect(home / LEDGER_DB)) as db:
+        assert db.execute("SELECT version_num FROM alembic_version").fetchall() == [
+            ("model_registry_0001",)]
+        for statement in ("DELETE FROM versions", "UPDATE stage_changes SET stage = 'x'"):
             with pytest.raises(sqlite3.IntegrityError, match="append-only"):
                 db.execute(statement)
 

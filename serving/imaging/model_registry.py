@@ -3,9 +3,11 @@
 Bundles are stored in BentoML's own model store (`CLINASSIST_HOME/bentoml/models/`, one model
 `cxr_pneumonia:<version>` per bundle: `bentoml models list` shows them, `bentoml models export`
 moves one to another site). BentoML has no stages, so stages and gate results are an
-append-only ledger beside it, `CLINASSIST_HOME/model_registry.db`: every stage change and every
-gate is a new row (SQLite triggers refuse UPDATE and DELETE), so a version's stage is its latest
-change and rollback returns to the production version before the current one.
+append-only ledger beside it, the model-registry store (`CLINASSIST_HOME/model_registry.db`, or
+the schema `model_registry` of PostgreSQL): every stage change and every gate is a new row
+(triggers refuse UPDATE and DELETE), so a version's stage is its latest change and rollback
+returns to the production version before the current one. Changes of the ledger are serialised
+across processes and machines.
 
 The services read only `model_registry/cxr_pneumonia/production.json` (written atomically after
 each change): the model service checks it before every batch and loads the version it names,
@@ -13,7 +15,8 @@ so a promotion or rollback is served from the next request on, and after any res
 registry is empty the committed bundle (`models/cxr_pneumonia`) is production; the first change
 registers it, so a rollback can return to it even after the committed files are replaced.
 
-Writing imports BentoML; reading (the serving path) needs only the standard library.
+Writing imports BentoML; reading the production pointer (the serving path) needs only the
+standard library.
 """
 
 from __future__ import annotations
@@ -28,11 +31,13 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 
+from sqlalchemy import Column, Connection, Integer, MetaData, Table, Text, func, select
+
 from clinassist.bundle import Bundle, file_sha256, read_metadata
 from clinassist.config import bundle_dir
 from clinassist.errors import ClinassistError
 from clinassist.serving.durable import write_synced
-from clinassist.serving.security.database import Database
+from clinassist.serving.storage import Store, StoreSchema
 
 log = logging.getLogger(__name__)
 
@@ -42,36 +47,22 @@ POINTERS = "model_registry"
 PRODUCTION_FILE = "production.json"
 STORE = Path("bentoml", "models")  # BentoML's layout: BENTOML_HOME/models/<name>/<version>
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS versions (
-    model TEXT NOT NULL, version TEXT NOT NULL, sha256 TEXT NOT NULL,
-    path TEXT NOT NULL,            -- relative to the home
-    registered TEXT NOT NULL, registered_by TEXT NOT NULL, source TEXT NOT NULL,
-    PRIMARY KEY (model, version)
-);
-CREATE TABLE IF NOT EXISTS gates (
-    id INTEGER PRIMARY KEY, model TEXT NOT NULL, version TEXT NOT NULL, sha256 TEXT NOT NULL,
-    passed INTEGER NOT NULL, recorded TEXT NOT NULL, report TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS stage_changes (
-    id INTEGER PRIMARY KEY, model TEXT NOT NULL, version TEXT NOT NULL, stage TEXT NOT NULL,
-    kind TEXT NOT NULL,            -- see Kind
-    changed TEXT NOT NULL, actor TEXT NOT NULL, reason TEXT NOT NULL,
-    gate_id INTEGER, override INTEGER NOT NULL DEFAULT 0
-);
-CREATE TRIGGER IF NOT EXISTS versions_no_update BEFORE UPDATE ON versions
-BEGIN SELECT RAISE(ABORT, 'the model registry is append-only'); END;
-CREATE TRIGGER IF NOT EXISTS versions_no_delete BEFORE DELETE ON versions
-BEGIN SELECT RAISE(ABORT, 'the model registry is append-only'); END;
-CREATE TRIGGER IF NOT EXISTS gates_no_update BEFORE UPDATE ON gates
-BEGIN SELECT RAISE(ABORT, 'the model registry is append-only'); END;
-CREATE TRIGGER IF NOT EXISTS gates_no_delete BEFORE DELETE ON gates
-BEGIN SELECT RAISE(ABORT, 'the model registry is append-only'); END;
-CREATE TRIGGER IF NOT EXISTS stage_changes_no_update BEFORE UPDATE ON stage_changes
-BEGIN SELECT RAISE(ABORT, 'the model registry is append-only'); END;
-CREATE TRIGGER IF NOT EXISTS stage_changes_no_delete BEFORE DELETE ON stage_changes
-BEGIN SELECT RAISE(ABORT, 'the model registry is append-only'); END;
-"""
+LEDGER = StoreSchema("model_registry", LEDGER_DB)
+APPEND_ONLY = "the model registry is append-only"
+_ledger = MetaData()
+version_table = Table(
+    "versions", _ledger,
+    *(Column(name, Text, primary_key=True) for name in ("model", "version")),
+    *(Column(name, Text) for name in ("sha256", "path",  # path: relative to the home
+                                      "registered", "registered_by", "source")))
+gate_table = Table("gates", _ledger, Column("id", Integer, primary_key=True),
+                   *(Column(name, Text) for name in ("model", "version", "sha256")),
+                   Column("passed", Integer), Column("recorded", Text), Column("report", Text))
+change_table = Table("stage_changes", _ledger, Column("id", Integer, primary_key=True),
+                     *(Column(name, Text) for name in (
+                         "model", "version", "stage", "kind",  # kind: see Kind
+                         "changed", "actor", "reason")),
+                     Column("gate_id", Integer), Column("override", Integer))
 
 
 class Stage(StrEnum):
@@ -164,19 +155,27 @@ def version_metadata(home: Path, version: str, model: str = MODEL) -> dict:
 class ModelRegistry:
     def __init__(self, home: Path, model: str = MODEL) -> None:
         self.home, self.model = home, model
-        self._db = Database(home / LEDGER_DB, SCHEMA)
+        self._db = Store(home, LEDGER)
+        for table in (version_table, gate_table, change_table):
+            self._db.keep_append_only(table.name, APPEND_ONLY)
 
     # reading
 
     def versions(self) -> list[RegisteredVersion]:
-        rows = self._db.query(
-            "SELECT v.*, s.stage, s.changed FROM versions v JOIN stage_changes s ON s.id = "
-            "(SELECT MAX(id) FROM stage_changes WHERE model = v.model AND version = v.version) "
-            "WHERE v.model = ? ORDER BY v.registered", (self.model,)).fetchall()
-        return [RegisteredVersion(row["version"], row["sha256"], self.home / row["path"],
-                                  row["registered"], row["source"], Stage(row["stage"]),
-                                  row["changed"], self._latest_gate(row["version"], row["sha256"]))
-                for row in rows]
+        latest = (select(func.max(change_table.c.id))
+                  .where(change_table.c.model == version_table.c.model,
+                         change_table.c.version == version_table.c.version)
+                  .correlate(version_table).scalar_subquery())
+        with self._db.read() as db:
+            rows = db.execute(
+                select(version_table, change_table.c.stage, change_table.c.changed)
+                .join(change_table, change_table.c.id == latest)
+                .where(version_table.c.model == self.model)
+                .order_by(version_table.c.registered)).all()
+            return [RegisteredVersion(row.version, row.sha256, self.home / row.path,
+                                      row.registered, row.source, Stage(row.stage), row.changed,
+                                      self._latest_gate(db, row.version, row.sha256))
+                    for row in rows]
 
     def get(self, version: str) -> RegisteredVersion:
         for registered in self.versions():
@@ -191,18 +190,21 @@ class ModelRegistry:
 
     def history(self) -> list[dict]:
         """Every stage change, oldest first."""
-        return [dict(row) for row in self._db.query(
-            "SELECT version, stage, kind, changed, actor, reason, gate_id, override "
-            "FROM stage_changes "
-            "WHERE model = ? ORDER BY id", (self.model,))]
+        c = change_table.c
+        with self._db.read() as db:
+            return [dict(row._mapping) for row in db.execute(
+                select(c.version, c.stage, c.kind, c.changed, c.actor, c.reason, c.gate_id,
+                       c.override).where(c.model == self.model).order_by(c.id))]
 
-    def _latest_gate(self, version: str, sha256: str) -> Gate | None:
-        row = self._db.query("SELECT * FROM gates WHERE model = ? AND version = ? AND sha256 = ? "
-                             "ORDER BY id DESC LIMIT 1", (self.model, version, sha256)).fetchone()
+    def _latest_gate(self, db: Connection, version: str, sha256: str) -> Gate | None:
+        c = gate_table.c
+        row = db.execute(select(gate_table).where(
+            c.model == self.model, c.version == version, c.sha256 == sha256)
+            .order_by(c.id.desc()).limit(1)).first()
         if row is None:
             return None
-        return Gate(row["id"], bool(row["passed"]), row["sha256"], row["recorded"],
-                    json.loads(row["report"]).get("reasons", []))
+        return Gate(row.id, bool(row.passed), row.sha256, row.recorded,
+                    json.loads(row.report).get("reasons", []))
 
     # changing
 
@@ -210,7 +212,7 @@ class ModelRegistry:
         """With an empty registry, register the committed bundle as production."""
         if not self.versions():
             registered = self._register(bundle_dir(self.model), actor, "committed bundle")
-            with self._db.transaction() as db:
+            with self._db.write(serialised=True) as db:
                 self._insert(db, registered.version, Stage.PRODUCTION, Kind.INITIAL, actor,
                              "production of an empty registry: the committed bundle")
             self.write_pointer()
@@ -234,10 +236,11 @@ class ModelRegistry:
                                     "--version")
             return existing[bundle.version]
         path = self._store(bundle)
-        with self._db.transaction() as db:
-            db.execute("INSERT INTO versions VALUES (?, ?, ?, ?, ?, ?, ?)",
-                       (self.model, bundle.version, bundle.metadata["sha256"],
-                        str(path.relative_to(self.home)), now(), actor, source))
+        with self._db.write(serialised=True) as db:
+            db.execute(version_table.insert().values(
+                model=self.model, version=bundle.version, sha256=bundle.metadata["sha256"],
+                path=str(path.relative_to(self.home)), registered=now(), registered_by=actor,
+                source=source))
             self._insert(db, bundle.version, Stage.CANDIDATE, Kind.REGISTERED, actor,
                          f"registered from {source}")
         return self.get(bundle.version)
@@ -247,12 +250,11 @@ class ModelRegistry:
         if report["candidate"]["sha256"] != registered.sha256:
             raise RegistryError(f"the gate report is of another model file than {self.model} "
                                 f"{version}; run the gate on the registered bundle")
-        with self._db.transaction() as db:
-            db.execute("INSERT INTO gates (model, version, sha256, passed, recorded, report) "
-                       "VALUES (?, ?, ?, ?, ?, ?)",
-                       (self.model, version, registered.sha256, int(bool(report["passed"])),
-                        now(), json.dumps(report)))
-        gate = self._latest_gate(version, registered.sha256)
+        with self._db.write() as db:
+            db.execute(gate_table.insert().values(
+                model=self.model, version=version, sha256=registered.sha256,
+                passed=int(bool(report["passed"])), recorded=now(), report=json.dumps(report)))
+            gate = self._latest_gate(db, version, registered.sha256)
         assert gate is not None
         return gate
 
@@ -290,7 +292,7 @@ class ModelRegistry:
     def _replace(self, target: RegisteredVersion, current: RegisteredVersion | None, actor: str,
                  reason: str, kind: Kind, override: bool = False) -> Change:
         Bundle.load(target.path)  # never point the services at a bundle that does not load
-        with self._db.transaction() as db:
+        with self._db.write(serialised=True) as db:
             if current is not None:
                 self._insert(db, current.version, Stage.ARCHIVED, Kind.REPLACED, actor,
                              f"replaced by {target.version}")
@@ -301,12 +303,11 @@ class ModelRegistry:
         assert production is not None
         return Change(production, current)
 
-    def _insert(self, db, version: str, stage: Stage, kind: Kind, actor: str, reason: str,
-                gate_id: int | None = None, override: bool = False) -> None:
-        db.execute("INSERT INTO stage_changes (model, version, stage, kind, changed, actor, "
-                   "reason, gate_id, override) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                   (self.model, version, stage.value, kind.value, now(), actor, reason, gate_id,
-                    int(override)))
+    def _insert(self, db: Connection, version: str, stage: Stage, kind: Kind, actor: str,
+                reason: str, gate_id: int | None = None, override: bool = False) -> None:
+        db.execute(change_table.insert().values(
+            model=self.model, version=version, stage=stage.value, kind=kind.value,
+            changed=now(), actor=actor, reason=reason, gate_id=gate_id, override=int(override)))
 
     def write_pointer(self) -> None:
         """Tell the services which bundle is production (atomically, after the ledger)."""
