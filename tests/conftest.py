@@ -72,7 +72,7 @@ def service(tmp_path_factory):
     """`clinassist serve` started once, with its own CLINASSIST_HOME and one user per role."""
     from service_process import start
 
-    running = start(tmp_path_factory.mktemp("service"),  # batching on, so its test can see it
+    running = start(tmp_path_factory.mktemp("service"),  # batching on: the suite runs that path
                     env={"CLINASSIST_MAX_DICOM_BYTES": str(SERVICE_MAX_DICOM_BYTES),
                          "CLINASSIST_MAX_BATCH_SIZE": "16"})
     yield running
