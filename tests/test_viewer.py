@@ -69,7 +69,12 @@ def triaged_study(tmp_path) -> Iterator[tuple[local.LocalOrthanc, str]]:
                                str(orthanc.dicom_port), str(cr)], capture_output=True,
                               text=True, timeout=60)
         assert sent.returncode == 0, sent.stderr
-        wait_for(lambda: gateway.queue.counts() == {"done": 1}, 180, "the results delivered")
+        try:
+            wait_for(lambda: gateway.queue.counts() == {"done": 1}, 180, "the results delivered")
+        except AssertionError as late:  # say where it stopped: Orthanc's route or the gateway
+            jobs = httpx.get(f"{orthanc.url}/jobs?expand", timeout=10).json()
+            raise AssertionError(f"{late}; gateway queue {gateway.queue.counts()}, Orthanc jobs "
+                                 f"{[(j.get('Type'), j.get('State')) for j in jobs]}") from None
         study_uid = pydicom.dcmread(cr, stop_before_pixels=True).StudyInstanceUID
         (found,) = httpx.post(f"{orthanc.url}/tools/lookup", content=study_uid,
                               timeout=10).json()
