@@ -60,7 +60,8 @@ def triaged_study(tmp_path) -> Iterator[tuple[local.LocalOrthanc, str]]:
     home = tmp_path / "home"
     config = GatewayConfig.load(write_config(
         home, allowed_calling_ae_titles=["ORTHANC"], port=gateway_port,
-        destinations=[f"ORTHANC@127.0.0.1:{orthanc.dicom_port}"]))
+        destinations=[f"ORTHANC@127.0.0.1:{orthanc.dicom_port}"],
+        orthanc={"url": orthanc.url, "poll_s": 1}))  # as sites run it: push and catch-up
     gateway = Gateway(home, config, shared_models())
     gateway.start()
     try:
