@@ -39,6 +39,14 @@ class Service:
     def headers(self, role: str) -> dict:
         return {"Authorization": f"Bearer {self.keys[role]}"}
 
+    def triage(self, instance: bytes) -> dict:
+        """The JSON answer to one DICOM instance posted as a radiologist (asserts 200)."""
+        response = httpx.post(self.url + "/v1/imaging/triage", content=instance, timeout=120,
+                              headers={**self.headers("radiologist"),
+                                       "Content-Type": "application/dicom"})
+        assert response.status_code == 200, response.text
+        return response.json()
+
     def stop(self) -> None:
         stop_group(self.process)
 

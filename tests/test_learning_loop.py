@@ -53,14 +53,6 @@ class Steps:
         self.last, self.cpu = now, cpu
 
 
-def triage(service, instance: bytes) -> dict:
-    response = httpx.post(service.url + "/v1/imaging/triage", content=instance, timeout=120,
-                          headers={**service.headers("radiologist"),
-                                   "Content-Type": "application/dicom"})
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
 def sr_versions(service, answer: dict) -> set[str]:
     sr = httpx.get(service.url + answer["objects"]["sr"], timeout=60,
                    headers=service.headers("radiologist"))
@@ -78,7 +70,7 @@ def test_triage_feedback_export_fine_tune_gate_promote_serve_roll_back(tmp_path)
     service = start(home)
     steps.done("site studies written, service started")
     try:
-        answers = [triage(service, to_bytes(study.dataset)) for study in studies]
+        answers = [service.triage(to_bytes(study.dataset)) for study in studies]
         assert {a["model"]["version"] for a in answers} == {COMMITTED_VERSION}
         for study, answer in zip(studies, answers):
             reading = "pneumonia" if study.label else "no_pneumonia"
@@ -124,11 +116,11 @@ def test_triage_feedback_export_fine_tune_gate_promote_serve_roll_back(tmp_path)
                        "learning-loop test", env={"CLINASSIST_API_KEY": service.keys["admin"]})
         assert promoted.returncode == 0, promoted.stderr
 
-        served = triage(service, to_bytes(studies[0].dataset))
+        served = service.triage(to_bytes(studies[0].dataset))
         assert served["model"]["version"] == version and version in sr_versions(service, served)
 
         assert cli(home, "models", "rollback", "--reason", "test").returncode == 0
-        back = triage(service, to_bytes(studies[0].dataset))
+        back = service.triage(to_bytes(studies[0].dataset))
         assert back["model"]["version"] == COMMITTED_VERSION
         assert back["probability"] == pytest.approx(answers[0]["probability"], abs=1e-6)
         steps.done("promoted, served, rolled back")

@@ -29,14 +29,6 @@ COMMITTED_VERSION = read_metadata(COMMITTED)[1]["version"]
 SHIFT = 1.0
 
 
-def triage(service) -> dict:
-    response = httpx.post(service.url + "/v1/imaging/triage", content=real_cr(), timeout=120,
-                          headers={**service.headers("radiologist"),
-                                   "Content-Type": "application/dicom"})
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
 def sr_version(service, answer: dict) -> set[str]:
     sr = httpx.get(service.url + answer["objects"]["sr"], headers=service.headers("ml_engineer"),
                    timeout=60)
@@ -62,7 +54,7 @@ def served(tmp_path_factory):
 
 
 def test_promote_serve_roll_back_and_restart(served, tmp_path):
-    before = triage(served)
+    before = served.triage(real_cr())
     assert before["model"]["version"] == COMMITTED_VERSION
     version = f"{COMMITTED_VERSION}-shifted"
     candidate = shifted_bundle(tmp_path / "candidate", version, SHIFT)
@@ -76,14 +68,14 @@ def test_promote_serve_roll_back_and_restart(served, tmp_path):
                    key=served.keys["admin"])
     assert admin.returncode == 0, admin.stderr
 
-    promoted = triage(served)  # the next request, no restart
+    promoted = served.triage(real_cr())  # the next request, no restart
     assert promoted["model"]["version"] == version and version in sr_version(served, promoted)
     temperature = before["operating_point"]["temperature"]
     assert promoted["probability"] == pytest.approx(
         shifted_probability(before["probability"], temperature), abs=1e-5)
 
     assert models(served, "rollback", "--reason", "test").returncode == 0
-    rolled_back = triage(served)
+    rolled_back = served.triage(real_cr())
     assert rolled_back["model"]["version"] == COMMITTED_VERSION
     assert rolled_back["probability"] == pytest.approx(before["probability"], abs=1e-6)
     listed = {v["version"]: v for v in json.loads(models(served, "list", "--json").stdout)}
@@ -102,7 +94,7 @@ def test_promote_serve_roll_back_and_restart(served, tmp_path):
     served.stop()
     restarted = start(served.home, keys=served.keys)
     try:
-        assert triage(restarted)["model"]["version"] == version
+        assert restarted.triage(real_cr())["model"]["version"] == version
     finally:
         restarted.stop()
 

@@ -17,14 +17,6 @@ from clinassist.serving.imaging.monitoring import MIN_DRIFT_SAMPLES
 MAX_TRIAGES_FOR_DRIFT = MIN_DRIFT_SAMPLES + 20
 
 
-def triage(service, body: bytes) -> dict:
-    response = httpx.post(service.url + "/v1/imaging/triage", content=body, timeout=120,
-                          headers={**service.headers("radiologist"),
-                                   "Content-Type": "application/dicom"})
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
 def metrics(service) -> str:
     return httpx.get(service.url + "/metrics", timeout=30).text
 
@@ -48,8 +40,8 @@ def edited_cr(change) -> bytes:
 
 def test_scores_flags_and_qc_rejections_are_counted(service):
     before = metrics(service)
-    scored = triage(service, real_cr())
-    rejected = triage(service, edited_cr(np.rot90))
+    scored = service.triage(real_cr())
+    rejected = service.triage(edited_cr(np.rot90))
     assert not rejected["qc"]["passed"]
     after = metrics(service)
     flag = scored["flag"]
@@ -64,7 +56,7 @@ def test_scores_flags_and_qc_rejections_are_counted(service):
 
 
 def test_readings_and_agreement_are_exposed(service):
-    scored = triage(service, real_cr())
+    scored = service.triage(real_cr())
     response = httpx.post(f"{service.url}/v1/imaging/results/{scored['id']}/feedback",
                           json={"reading": "pneumonia"}, headers=service.headers("radiologist"))
     assert response.status_code == 201
