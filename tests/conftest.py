@@ -16,6 +16,16 @@ sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != CH
 TINY_IMAGES = 96
 
 
+@pytest.fixture(autouse=True)
+def close_database_files():
+    """After each test, the pooled connections of the stores it opened are closed: left open,
+    the suite's homes added up to thousands of open files in this one process."""
+    yield
+    from clinassist.serving.storage.engine import close_pooled_connections
+
+    close_pooled_connections()
+
+
 @pytest.fixture(scope="session")
 def records():
     from clinassist.training import cxr_data

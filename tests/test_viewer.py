@@ -74,8 +74,11 @@ def triaged_study(tmp_path) -> Iterator[tuple[local.LocalOrthanc, str]]:
             wait_for(lambda: gateway.queue.counts() == {"done": 1}, 180, "the results delivered")
         except AssertionError as late:  # say where it stopped: Orthanc's route or the gateway
             jobs = httpx.get(f"{orthanc.url}/jobs?expand", timeout=10).json()
-            raise AssertionError(f"{late}; gateway queue {gateway.queue.counts()}, Orthanc jobs "
-                                 f"{[(j.get('Type'), j.get('State')) for j in jobs]}") from None
+            dead = [job.last_error for job in gateway.queue.jobs("dead")]
+            orthanc_jobs = [(job.get("Type"), job.get("State"), job.get("ErrorDetails"))
+                            for job in jobs]
+            raise AssertionError(f"{late}; gateway queue {gateway.queue.counts()}, dead jobs' "
+                                 f"errors {dead}, Orthanc jobs {orthanc_jobs}") from None
         study_uid = pydicom.dcmread(cr, stop_before_pixels=True).StudyInstanceUID
         (found,) = httpx.post(f"{orthanc.url}/tools/lookup", content=study_uid,
                               timeout=10).json()

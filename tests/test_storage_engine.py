@@ -1,0 +1,36 @@
+"""The per-process engines let go of their SQLite files when asked, and open them again when a
+store is next used (the suite asks after every test: see conftest.py)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from clinassist.serving.security import AuditTrail
+from clinassist.serving.storage.engine import close_pooled_connections
+
+
+def open_files_under(folder: Path) -> list[str]:
+    paths = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:  # closed between the listing and the look
+            continue
+        if target.startswith(str(folder)):
+            paths.append(target)
+    return paths
+
+
+def test_closing_pooled_connections_releases_the_files_and_the_store_still_works(tmp_path):
+    trail = AuditTrail(tmp_path)
+    trail.record("dr-chen", "radiologist", "imaging:triage", "/v1/x", 200, ["P1"])
+    assert {Path(path).name for path in open_files_under(tmp_path)} >= {"audit.db",
+                                                                        "audit.db-wal"}
+
+    close_pooled_connections()
+    assert open_files_under(tmp_path) == []
+
+    trail.record("dr-chen", "radiologist", "imaging:triage", "/v1/x", 200, ["P2"])
+    assert [len(record.patients) for record in trail.records()] == [1, 1]
+    assert trail.verify().ok
