@@ -7,8 +7,9 @@
 In process, one thread: p50/p99 of a 10-drug review and its single-core rate (reviews per
 second). Over HTTP (auth and audit on, at the concurrency): p50/p99 (goal p99 <= 30 ms) and
 throughput against that single-core rate (goal >= 0.5). `--serve` starts `clinassist serve` in
-a scratch CLINASSIST_HOME with a pharmacist user, and prints the resident memory of each of its
-processes around the burst.
+a scratch CLINASSIST_HOME with a pharmacist user, with one API worker (the default) and then
+two (`CLINASSIST_API_WORKERS=2`), and prints the resident memory of each of its processes
+around the burst.
 """
 
 from __future__ import annotations
@@ -91,10 +92,12 @@ async def over_http(url: str, key: str, requests: int, concurrency: int) -> tupl
     return requests / elapsed, p99(timings)
 
 
-def served(requests: int, concurrency: int) -> tuple[float, float]:
-    """`over_http` against a service of its own, with its processes' memory around the burst."""
+def served(requests: int, concurrency: int, api_workers: int) -> tuple[float, float]:
+    """`over_http` against a service of its own with `api_workers` API processes, with its
+    processes' memory around the burst."""
+    print(f"-- clinassist serve, CLINASSIST_API_WORKERS={api_workers}")
     with tempfile.TemporaryDirectory(prefix="medication-bench-") as home:
-        service = start(Path(home))
+        service = start(Path(home), env={"CLINASSIST_API_WORKERS": str(api_workers)})
         try:
             processes = named_processes(service.process.pid)
             key = service.keys["pharmacist"]
@@ -131,15 +134,17 @@ def main() -> None:
               f"{path.stat().st_size / 1e6:.1f} MB, version {meta['kb_version']}")
         rate = in_process(path, args.requests)
     if args.serve:
-        throughput, tail = served(args.requests, args.concurrency)
+        measured = {f"{workers} API worker(s)": served(args.requests, args.concurrency, workers)
+                    for workers in (1, 2)}
     elif args.url:
-        throughput, tail = asyncio.run(over_http(args.url, args.key or "", args.requests,
-                                                 args.concurrency))
+        measured = {args.url: asyncio.run(over_http(args.url, args.key or "", args.requests,
+                                                    args.concurrency))}
     else:
         return
     print(f"end: {load_average()}")
-    print(f"HTTP throughput / in-process single-core rate: {throughput / rate:.2f} (goal >= 0.5); "
-          f"p99 {tail:.1f} ms (goal <= 30 ms)")
+    for name, (throughput, tail) in measured.items():
+        print(f"{name}: HTTP throughput / in-process single-core rate: {throughput / rate:.2f} "
+              f"(goal >= 0.5); p99 {tail:.1f} ms (goal <= 30 ms)")
 
 
 if __name__ == "__main__":

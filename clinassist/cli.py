@@ -133,11 +133,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     foreground, offline, with its state in CLINASSIST_HOME, until SIGTERM or SIGINT stops all."""
     import os
 
-    from clinassist.config import REPO_ROOT, home_dir
+    from clinassist.config import REPO_ROOT, api_workers, home_dir, max_batch_size
 
     from clinassist.serving.ops.home import check as check_home
     from clinassist.serving.security import UserStore
 
+    api_workers(), max_batch_size()  # a bad setting stops here, named, not in each worker
     home = home_dir()
     home.mkdir(parents=True, exist_ok=True)
     check_home(home)  # a missing, locked or damaged database stops here, named, with its remedy

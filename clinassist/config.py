@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from clinassist.errors import ClinassistError
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "datasets"
 MODELS_DIR = REPO_ROOT / "models"
@@ -22,3 +24,24 @@ def home_dir() -> Path:
 
 def bundle_dir(name: str) -> Path:
     return MODELS_DIR / name
+
+
+def api_workers() -> int:
+    """Processes of the public API service (`$CLINASSIST_API_WORKERS`, default 1); the model
+    service keeps one. Two on 2 cores served 1.7x the medication reviews (README, "Benchmark")."""
+    return _count_setting("CLINASSIST_API_WORKERS", 1)
+
+
+def max_batch_size() -> int:
+    """The model service's adaptive batching limit (`$CLINASSIST_MAX_BATCH_SIZE`, default 1:
+    no batching, which on 2 cores gained nothing; README, "Benchmark")."""
+    return _count_setting("CLINASSIST_MAX_BATCH_SIZE", 1)
+
+
+def _count_setting(name: str, default: int) -> int:
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    if not text.isdigit() or int(text) < 1:
+        raise ClinassistError(f"{name} must be a whole number of at least 1; got {text!r}")
+    return int(text)

@@ -8,7 +8,6 @@ DICOM routes take raw bodies, so BentoML's own request parsing never sees them.
 from __future__ import annotations
 
 import logging
-import os
 import warnings
 
 import aiohttp
@@ -19,7 +18,7 @@ from bentoml.exceptions import ServiceUnavailable
 from fastapi import FastAPI
 from pydicom import config as pydicom_config
 
-from clinassist.config import home_dir
+from clinassist.config import api_workers, home_dir, max_batch_size
 from clinassist.serving.imaging import api as imaging_api
 from clinassist.serving.imaging import feedback_api
 from clinassist.serving.gateway import admin_api, worklist_api
@@ -33,9 +32,7 @@ from clinassist.serving.security import AuthAuditMiddleware
 from clinassist.serving.security import Route as Permission
 from clinassist.serving.imaging.triage import ModelBusy, Models, Pipeline, describe_bundles
 
-# Off by default: on 2 cores the batch never filled and batching gained nothing (README,
-# "Benchmark": 1.92 req/s on vs 2.56 off at concurrency 8). A larger machine may set 16.
-MAX_BATCH_SIZE = int(os.environ.get("CLINASSIST_MAX_BATCH_SIZE", "1"))  # 1: no batching
+MAX_BATCH_SIZE = max_batch_size()  # 1: no batching
 MAX_LATENCY_MS = 20_000  # BentoML sheds requests predicted to miss this
 
 PERMISSIONS = [
@@ -104,7 +101,7 @@ class TriageModel:
                 for out in self.models.infer(images)]
 
 
-@bentoml.service(name="clinassist", traffic={"timeout": 120})
+@bentoml.service(name="clinassist", workers=api_workers(), traffic={"timeout": 120})
 @bentoml.asgi_app(api, path="/v1")
 class Clinassist:
     model = bentoml.depends(TriageModel)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,7 @@ IMMEDIATE = "clinassist_immediate"  # execution option: a SQLite transaction tha
 POOL_SIZE = 5  # connections kept per engine; more open (and close) while threads need them
 
 _engines: dict[str, Engine] = {}
+_write_locks: dict[Path, threading.RLock] = {}
 _lock = threading.Lock()
 
 
@@ -59,6 +62,23 @@ def sqlite_engine(path: Path) -> Engine:
     """The engine of one SQLite file: WAL, synchronous FULL, a 10 s busy timeout, and BEGIN
     IMMEDIATE for transactions that write (so read-then-write steps cannot race)."""
     return _cached(f"sqlite:{path}", lambda: _new_sqlite_engine(path))
+
+
+@contextmanager
+def queued_sqlite_writer(path: Path) -> Iterator[None]:
+    """Held around a write transaction of the SQLite file at `path`: a process's writers of one
+    file queue on a lock and wake at once, where SQLite's busy handler has each sleep and poll
+    (up to 100 ms a turn: the p99 of audited requests at concurrency 8 was 580 ms). Writers in
+    other processes still wait in the busy handler; one that waits here past the busy timeout
+    goes on to SQLite, which names whoever holds the file."""
+    with _lock:
+        lock = _write_locks.setdefault(path, threading.RLock())
+    queued = lock.acquire(timeout=BUSY_TIMEOUT_S)
+    try:
+        yield
+    finally:
+        if queued:
+            lock.release()
 
 
 def postgresql_engine(url: URL) -> Engine:
@@ -111,6 +131,7 @@ def _forget_in_child() -> None:
     """After a fork: drop (without closing) the parent's connections in every pool."""
     for engine in _engines.values():
         engine.dispose(close=False)
+    _write_locks.clear()  # one held by a thread of the parent would never be released here
 
 
 os.register_at_fork(after_in_child=_forget_in_child)

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from sqlalchemy import Connection, Engine, func, select
@@ -68,6 +69,8 @@ class Store:
                 create_private(self.path)
             raw = engines.sqlite_engine(self.path)
             self._engine: Engine = raw
+            self._queue: Callable[[], AbstractContextManager] = partial(
+                engines.queued_sqlite_writer, self.path)
             self._writer = raw.execution_options(**{engines.IMMEDIATE: True})
         else:
             self.path = None
@@ -75,6 +78,7 @@ class Store:
             raw = engines.postgresql_engine(url)
             self._engine = self._writer = raw.execution_options(
                 schema_translate_map={None: schema.name})
+            self._queue = nullcontext  # PostgreSQL's writers wait on row locks, not polls
         with self._named_errors():
             upgrade(raw, schema.name, self.path)
 
@@ -92,7 +96,7 @@ class Store:
     def write(self, serialised: bool = False) -> Iterator[Connection]:
         """A transaction that commits at the end, or rolls back on error. `serialised`: one
         such transaction of this store at a time, across processes and machines."""
-        with self._named_errors(), self._writer.begin() as connection:
+        with self._queue(), self._named_errors(), self._writer.begin() as connection:
             if serialised and self.postgresql:
                 connection.execute(select(func.pg_advisory_xact_lock(self._lock_key())))
             yield connection
