@@ -4,16 +4,17 @@
 
 First the work itself, in this process: decode (`read_instance`, `radiograph_pixels`) and
 inference (`Models.infer`, both bundles) of the real CR from $CLINASSIST_DATA/dicom_cr, CPU
-and wall time per image. Then `clinassist serve` twice in a scratch CLINASSIST_HOME (adaptive
-batching off with CLINASSIST_MAX_BATCH_SIZE=1, then on with 16; off is the default), each sent the CR
-one at a time and then at the given concurrency. Prints, from that one run:
+and wall time per image. Then `clinassist serve` three times in a scratch CLINASSIST_HOME (the
+default: adaptive batching off, one API worker; batching on with CLINASSIST_MAX_BATCH_SIZE=16;
+batching off with CLINASSIST_API_WORKERS=2), each sent the CR one at a time and then at the
+given concurrency. Prints, from that one run:
 
 - p50/p99 of one request at a time, the service's own split (decode, inference including the
   hop to the model service, encoding of the SR and Secondary Capture), and p50 over decode +
   inference of the same requests (goal <= 1.5);
 - throughput at the concurrency against cores / CPU time of decode + inference per image
   (goal >= 0.5), and the CPU time every service process spent per request;
-- batching on against off;
+- batching on against off, and two API workers against one;
 - resident memory of each service process at idle, at its peak during the concurrent burst and
   at idle after it (goal: growth after the burst <= 20 %).
 """
@@ -42,6 +43,9 @@ from clinassist.serving.dicom import Limits, radiograph_pixels, read_instance  #
 from clinassist.serving.imaging.triage import Models  # noqa: E402
 
 TRIAGE = "/v1/imaging/triage"
+DEFAULT, BATCHED = "batching off, 1 API worker (the default)", "batching on (max 16)"
+PHASES = {DEFAULT: {"CLINASSIST_MAX_BATCH_SIZE": "1"}, BATCHED: {"CLINASSIST_MAX_BATCH_SIZE": "16"},
+          "batching off, 2 API workers": {"CLINASSIST_API_WORKERS": "2"}}
 
 
 @dataclass(frozen=True)
@@ -96,8 +100,8 @@ async def concurrent(url: str, headers: dict, body: bytes, count: int,
         return time.perf_counter() - began, answers
 
 
-def measure(home: Path, body: bytes, requests: int, concurrency: int, batch_size: int) -> dict:
-    service = start(home, env={"CLINASSIST_MAX_BATCH_SIZE": str(batch_size)})
+def measure(home: Path, body: bytes, requests: int, concurrency: int, env: dict) -> dict:
+    service = start(home, env=env)
     try:
         url, headers = service.url + TRIAGE, {**service.headers("gateway"),
                                                "Content-Type": "application/dicom"}
@@ -135,8 +139,9 @@ def main() -> None:
     print(f"start: {load_average()}")
     work = reference_work(body)
     with tempfile.TemporaryDirectory() as scratch:
-        off = measure(Path(scratch) / "unbatched", body, args.requests, args.concurrency, 1)
-        on = measure(Path(scratch) / "batched", body, args.requests, args.concurrency, 16)
+        runs = {name: measure(Path(scratch) / str(index), body, args.requests, args.concurrency,
+                              env) for index, (name, env) in enumerate(PHASES.items())}
+    off, on = runs[DEFAULT], runs[BATCHED]
     print(f"end: {load_average()}")
     print(f"\n{path.name} ({len(body) / 1e6:.1f} MB), {args.requests} requests per phase")
     print(f"in process, per image: decode {work.decode_cpu:.0f} ms CPU ({work.decode_wall:.0f} "
@@ -148,18 +153,20 @@ def main() -> None:
     work_ms = split["decode"] + split["inference"]
     print(f"  p50 / (decode + inference) = {off['p50'] / work_ms:.2f} (goal <= 1.5)")
     ideal = cores / (work.cpu / 1000)
-    for name, run in (("off", off), ("on, max 16 (default)", on)):
+    for name, run in runs.items():
         spent = sum(run["cpu_ms"].values())
-        print(f"concurrency {args.concurrency}, batching {name}: {run['throughput']:.2f} req/s "
+        print(f"concurrency {args.concurrency}, {name}: {run['throughput']:.2f} req/s "
               f"(mean batch {run['mean_batch']:.1f}); {run['throughput'] / ideal:.2f} of "
               f"{cores} cores / {work.cpu:.0f} ms CPU of decode + inference = {ideal:.1f} req/s "
               "(goal >= 0.5)")
         print(f"  service CPU per request {spent:.0f} ms (" + ", ".join(
             f"{process} {ms:.0f}" for process, ms in run["cpu_ms"].items() if ms >= 0.5) +
             f"): decode + inference are {work.cpu / spent:.2f} of it")
-    print(f"batching on / off at concurrency {args.concurrency}: "
-          f"{on['throughput'] / off['throughput']:.2f}")
-    print_memory(f"memory, batching off, {args.requests}-request burst at concurrency "
+    two = runs["batching off, 2 API workers"]
+    print(f"at concurrency {args.concurrency}: batching on / off "
+          f"{on['throughput'] / off['throughput']:.2f}; 2 API workers / 1 "
+          f"{two['throughput'] / off['throughput']:.2f}")
+    print_memory(f"memory, {DEFAULT}, {args.requests}-request burst at concurrency "
                  f"{args.concurrency}", off["memory"])
 
 
