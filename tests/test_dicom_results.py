@@ -211,3 +211,25 @@ def test_a_source_lacking_optional_patient_study_and_orientation_attributes_stil
         ds.save_as(tmp_path / f"{name}.dcm", enforce_file_format=True)
         assert dciodvfy_errors(tmp_path / f"{name}.dcm") == []
     assert "PatientID" not in minimal  # the source itself is left as it came
+
+
+def test_a_peer_without_jpeg_gets_the_same_sc_instance_on_every_delivery(written):
+    """A redelivery (after a crash, or `gateway retry`) of the Secondary Capture decompressed
+    for a peer that accepts only uncompressed transfer syntaxes is the same instance again, not
+    a second one in the study."""
+    from clinassist.serving.gateway.config import parse_destination
+    from clinassist.serving.gateway.sender import c_store
+    from test_gateway_support import Destination
+
+    objects = [written["sr"].read_bytes(), written["sc"].read_bytes()]
+    destination = Destination().start()  # pynetdicom's default syntaxes: no JPEG
+    try:
+        for _ in range(2):
+            c_store("CLINASSIST", parse_destination(str(destination)), objects)
+    finally:
+        destination.stop()
+    (kinds,) = destination.results_by_study().values()
+    assert kinds == {ds.SOPClassUID: {ds.SOPInstanceUID} for ds in map(
+        pydicom.dcmread, (written["sr"], written["sc"]))}
+    assert {ds.PhotometricInterpretation for ds in destination.stored
+            if ds.SOPClassUID == pydicom.uid.SecondaryCaptureImageStorage} == {"RGB"}  # decoded

@@ -155,10 +155,12 @@ def test_requests_arriving_together_get_the_same_answer_batched_or_not(service):
     responses = asyncio.run(burst())
     assert [r.status_code for r in responses] == [200] * 6, [r.text[:200] for r in responses]
     # Whether BentoML's dispatcher groups them depends on when they arrive (decoding runs one
-    # thread per core first); a batch never changes the answer, and Models.infer's batching
-    # itself is tested below without timing.
+    # thread per core first); a batch changes the answer by float rounding only (a fresh-clone
+    # run saw 0.58212865 and 0.58212866), and Models.infer's batching itself is tested below
+    # without timing.
     assert all(1 <= r.json()["batch_size"] <= 6 for r in responses)
-    assert len({r.json()["probability"] for r in responses}) == 1
+    probabilities = [r.json()["probability"] for r in responses]
+    assert max(probabilities) - min(probabilities) < 1e-6, probabilities
 
 
 def test_images_of_one_shape_share_one_call_and_get_the_answers_of_lone_calls():

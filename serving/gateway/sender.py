@@ -81,8 +81,8 @@ def _accepted_form(association: Association, ds: Dataset,
     if syntax in accepted:
         return ds
     if syntax.is_compressed and ExplicitVRLittleEndian in accepted:
-        ds.decompress()  # YBR to RGB; the same instance, still marked lossy compressed
-        return ds
+        ds.decompress(generate_instance_uid=False)  # YBR to RGB; the same instance, still
+        return ds  # marked lossy compressed, so a redelivery is not a second instance
     raise DeliveryError(f"{destination} accepts neither {syntax.name} nor Explicit VR Little "
                         f"Endian for {ds.SOPClassUID.name}; add it to the peer's accepted "
                         "transfer syntaxes")
