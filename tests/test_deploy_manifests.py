@@ -16,6 +16,7 @@ from bentoml._internal.container.generate import BENTO_PATH, BENTO_UID_GID
 
 import deploy_manifests
 from clinassist.cli import parser
+from clinassist.config import api_workers, max_batch_size
 from clinassist.serving.dicom.pixels import Limits
 from clinassist.serving.gateway.config import CONFIG_FILE, GatewayConfig
 from clinassist.serving.gateway.worklist import DEFAULT_MAX_WAIT, max_wait_from_env
@@ -171,7 +172,7 @@ def test_the_settings_are_the_codes_defaults_and_accepted_by_it(manifests, monke
     assert Limits.from_env() == Limits()
     assert max_wait_from_env() == DEFAULT_MAX_WAIT
     assert CardPolicy.from_env() == CardPolicy()
-    assert int(settings["CLINASSIST_MAX_BATCH_SIZE"]) >= 1
+    assert (api_workers(), max_batch_size()) == (1, 1)
     assert settings["CLINASSIST_DDI_MODEL"] == "0"  # non-commercial training data: opt in
 
 
