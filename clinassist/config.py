@@ -28,7 +28,8 @@ def bundle_dir(name: str) -> Path:
 
 def api_workers() -> int:
     """Processes of the public API service (`$CLINASSIST_API_WORKERS`, default 1); the model
-    service keeps one. Two on 2 cores served 1.7x the medication reviews (README, "Benchmark")."""
+    service keeps one. Two on 2 cores served 1.9x the medication reviews, no more triage (README,
+    "Benchmark")."""
     return _count_setting("CLINASSIST_API_WORKERS", 1)
 
 
