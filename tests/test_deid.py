@@ -177,13 +177,18 @@ def test_dates_keep_their_intervals(deidentifier):
         days(original, "StudyDate") - days(original, "SeriesDate")
 
 
-def test_burned_in_annotation_is_refused_unless_pixels_are_cleaned(deidentifier):
-    original = source("RG1_UNCR")
+@pytest.mark.parametrize("name", ["RG1_UNCR", "RG1_J2KR"])  # uncompressed, JPEG 2000 lossless
+def test_burned_in_annotation_is_refused_unless_pixels_are_cleaned(deidentifier, name):
+    original = source(name)
     original.BurnedInAnnotation = "YES"
     with pytest.raises(DeidError, match="--clean-pixels"):
         deidentifier.deidentify(original)
     region = Region(left=0, top=0, right=400, bottom=120)
-    out = Deidentifier(KEY, clean_regions=[region]).deidentify(original).dataset
+    cleaner = Deidentifier(KEY, clean_regions=[region])
+    out = cleaner.deidentify(original).dataset
+    # the keyed UID, as for an instance without burned-in text (decompressing kept it)
+    assert out.SOPInstanceUID == cleaner.new_uid(original.SOPInstanceUID)
+    assert out.file_meta.MediaStorageSOPInstanceUID == out.SOPInstanceUID
     assert out.BurnedInAnnotation == "NO"
     assert "113101" in [item.CodeValue for item in out.DeidentificationMethodCodeSequence]
     pixels, before = out.pixel_array, original.pixel_array

@@ -251,7 +251,7 @@ def _blank_regions(dataset: Dataset, regions: Sequence[Region]) -> None:
         [0, f"{r.left},{r.top},{r.right},{r.bottom}"] for r in regions]}]}
     cleaned = clean_pixel_data(dicom_file=dataset, results=results)
     if dataset.file_meta.TransferSyntaxUID.is_compressed:
-        dataset.decompress()
+        dataset.decompress(generate_instance_uid=False)  # keep the keyed UID it was given
     dataset.PixelData = cleaned.astype(dataset.pixel_array.dtype).tobytes()
     dataset.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
 
