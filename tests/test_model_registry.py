@@ -144,6 +144,33 @@ def test_rollback_steps_back_one_promotion_at_a_time(registry, tmp_path):
                      ("7.0.0", "rolled back"), (COMMITTED_VERSION, "rolled back")]
 
 
+def test_of_two_promotions_at_once_the_second_to_write_is_refused(registry, tmp_path,
+                                                                  monkeypatch):
+    """Both pass their checks on the same ledger; the one that writes second finds the
+    ledger changed and changes nothing, rather than archiving a version already archived."""
+    from clinassist.serving.imaging import model_registry
+
+    for version in ("7.0.0", "7.1.0"):
+        registry.register(shifted_bundle(tmp_path / version, version), "tester")
+        registry.record_gate(version, gate_report(tmp_path / version, passed=True))
+    other_admin = ModelRegistry(registry.home)
+    load, raced = model_registry.Bundle.load, []
+
+    def load_while_another_promotes(path, *args, **kwargs):  # between the checks and the write
+        if not raced:
+            raced.append("admin-b")  # their own promotion loads the bundle too
+            other_admin.promote("7.1.0", "admin-b", "at the same time")
+        return load(path, *args, **kwargs)
+
+    monkeypatch.setattr(model_registry.Bundle, "load", load_while_another_promotes)
+    with pytest.raises(RegistryError, match="changed while this ran"):
+        registry.promote("7.0.0", "admin-a", "at the same time")
+    assert registry.production().version == "7.1.0"
+    assert [(row["version"], row["kind"]) for row in registry.history()
+            if row["stage"] == "production"] == [(COMMITTED_VERSION, "initial"),
+                                                 ("7.1.0", "promoted")]
+
+
 @pytest.mark.parametrize("statement", ["UPDATE stage_changes SET stage = 'production'",
                                        "DELETE FROM versions", "UPDATE gates SET passed = 1"])
 def test_the_ledger_is_append_only(registry, database, tmp_path, statement):

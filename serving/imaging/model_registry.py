@@ -196,6 +196,14 @@ class ModelRegistry:
                 select(c.version, c.stage, c.kind, c.changed, c.actor, c.reason, c.gate_id,
                        c.override).where(c.model == self.model).order_by(c.id))]
 
+    def _last_change(self, db: Connection | None = None) -> int | None:
+        """The id of this model's newest stage change (None: none yet)."""
+        query = select(func.max(change_table.c.id)).where(change_table.c.model == self.model)
+        if db is not None:
+            return db.execute(query).scalar()
+        with self._db.read() as reader:
+            return reader.execute(query).scalar()
+
     def _latest_gate(self, db: Connection, version: str, sha256: str) -> Gate | None:
         c = gate_table.c
         row = db.execute(select(gate_table).where(
@@ -262,6 +270,7 @@ class ModelRegistry:
         """Make `version` production (the current one is archived). Refused unless its latest
         gate passed, or `override` (the caller has checked the admin's authority)."""
         self.ensure_initial(actor)
+        seen = self._last_change()
         target, current = self.get(version), self.production()
         if current is not None and current.version == version:
             raise RegistryError(f"{self.model} {version} is already production")
@@ -271,12 +280,13 @@ class ModelRegistry:
             raise RegistryError(f"{self.model} {version} may not be promoted: {why}. Run "
                                 "`clinassist gate cxr --candidate ...`, or an admin may "
                                 "promote it with --override")
-        return self._replace(target, current, actor, reason, Kind.PROMOTED, override)
+        return self._replace(target, current, seen, actor, reason, Kind.PROMOTED, override)
 
     def rollback(self, actor: str, reason: str) -> Change:
         """Return to the version the current production replaced (again and again: each
         rollback steps one promotion further back)."""
         self.ensure_initial(actor)
+        seen = self._last_change()
         current = self.production()
         stack: list[str] = []  # production versions, each promotion on top of the one it replaced
         for row in self.history():
@@ -287,12 +297,22 @@ class ModelRegistry:
         if current is None or len(stack) < 2:
             raise RegistryError(f"no earlier production version of {self.model} to roll back "
                                 "to; `clinassist models list` shows the versions")
-        return self._replace(self.get(stack[-2]), current, actor, reason, Kind.ROLLED_BACK)
+        return self._replace(self.get(stack[-2]), current, seen, actor, reason,
+                             Kind.ROLLED_BACK)
 
-    def _replace(self, target: RegisteredVersion, current: RegisteredVersion | None, actor: str,
-                 reason: str, kind: Kind, override: bool = False) -> Change:
+    def _replace(self, target: RegisteredVersion, current: RegisteredVersion | None,
+                 seen: int | None, actor: str, reason: str, kind: Kind,
+                 override: bool = False) -> Change:
+        """`target` production in place of `current`, both read when the ledger's last change
+        was `seen`; refused if another promotion or rollback came in since (two admins at once
+        must not both pass their checks)."""
         Bundle.load(target.path)  # never point the services at a bundle that does not load
         with self._db.write(serialised=True) as db:
+            if self._last_change(db) != seen:
+                raise RegistryError(
+                    f"the {self.model} registry changed while this ran (another promotion or "
+                    "rollback); nothing was changed: see `clinassist models list`, then run "
+                    "it again if it is still wanted")
             if current is not None:
                 self._insert(db, current.version, Stage.ARCHIVED, Kind.REPLACED, actor,
                              f"replaced by {target.version}")
