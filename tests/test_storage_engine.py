@@ -1,5 +1,6 @@
 """The per-process engines let go of their SQLite files when asked, and open them again when a
-store is next used (the suite asks after every test: see conftest.py)."""
+store is next used (the suite asks after every test: see conftest.py); a process's writers of
+one file queue for it."""
 
 from __future__ import annotations
 
@@ -34,3 +35,25 @@ def test_closing_pooled_connections_releases_the_files_and_the_store_still_works
     trail.record("dr-chen", "radiologist", "imaging:triage", "/v1/x", 200, ["P2"])
     assert [len(record.patients) for record in trail.records()] == [1, 1]
     assert trail.verify().ok
+
+
+def test_writers_in_one_process_queue_for_the_file_instead_of_meeting_it_locked(tmp_path,
+                                                                                 monkeypatch):
+    """With SQLite's own wait turned off (busy timeout 0: a second writer is refused at once),
+    eight threads appending to one audit trail all succeed: they queue on the process's lock
+    for the file, never reaching SQLite while another holds it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from clinassist.serving.storage import engine
+
+    with monkeypatch.context() as patch:
+        patch.setattr(engine, "BUSY_TIMEOUT_S", 0)  # read when the file's engine is made
+        trail = AuditTrail(tmp_path)
+
+    def append(thread: int) -> None:
+        for row in range(25):
+            trail.record("dr-chen", "radiologist", "imaging:triage", f"/v1/{thread}/{row}", 200)
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(append, range(8)))
+    assert len(trail.records()) == 200 and trail.verify().ok
