@@ -28,6 +28,7 @@ from packaging.requirements import Requirement
 import deploy_manifests
 from clinassist.bundle import file_sha256, read_metadata
 from clinassist.config import data_dir
+from clinassist.serving.imaging.model_registry import MODEL_STORE_ENV
 from dicom_fixtures import real_cr
 from service_process import free_port
 from test_gateway_support import SUCCESS, echo, send, wait_for
@@ -253,7 +254,8 @@ def local_args(args: list[str], port: int, depends: dict[str, str]) -> list[str]
 def container_env(manifests, workload: str, bento: Bento, home: Path) -> dict[str, str]:
     """The workload's variables, with the volumes' paths in the container replaced by ours."""
     variables = manifests.environment(workload)
-    local = {"CLINASSIST_HOME": str(home), "CLINASSIST_DATA": str(data_dir())}
+    local = {"CLINASSIST_HOME": str(home), "CLINASSIST_DATA": str(data_dir()),
+             MODEL_STORE_ENV: str(home / "model-store")}
     return offline(bento.bentoml_home, **{name: local.get(name, value)
                                          for name, value in variables.items()})
 

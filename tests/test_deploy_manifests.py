@@ -21,6 +21,7 @@ from clinassist.serving.dicom.pixels import Limits
 from clinassist.serving.gateway.config import CONFIG_FILE, GatewayConfig
 from clinassist.serving.gateway.worklist import DEFAULT_MAX_WAIT, max_wait_from_env
 from clinassist.serving.medication.cds import CardPolicy
+from clinassist.serving.imaging.model_registry import MODEL_STORE_ENV
 from clinassist.serving.storage import DATABASE_URL_ENV
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -150,11 +151,24 @@ def test_every_variable_the_code_reads_is_set_and_only_those(manifests):
     assert read <= set_anywhere, f"no manifest sets {sorted(read - set_anywhere)}"
 
 
-def test_the_stateful_services_take_the_database_url_from_a_secret(manifests):
-    """Without the Secret the stores are SQLite files in the home; with it, PostgreSQL."""
-    for workload in STATEFUL:
+def test_every_service_takes_the_database_url_from_a_secret(manifests):
+    """Without the Secret the stores are SQLite files in the home; with it, PostgreSQL, where
+    the triage-model pods also read the model registry's ledger."""
+    for workload in (*STATEFUL, "triage-model"):
         assert manifests.secrets(workload) == {DATABASE_URL_ENV: DATABASE_SECRET}, workload
-    assert DATABASE_URL_ENV not in manifests.secrets("triage-model")  # stateless
+
+
+def test_the_model_store_is_one_volume_only_the_api_writes(manifests):
+    store = manifests.get("ConfigMap", "clinassist-settings")["data"][MODEL_STORE_ENV]
+    claim = manifests.get("PersistentVolumeClaim", "clinassist-models")
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]  # pods on several nodes
+    for workload in (*BENTO_SERVICES, GATEWAY):
+        assert manifests.environment(workload)[MODEL_STORE_ENV] == store, workload
+        mount, volume = mounts(manifests, workload)[store]
+        assert volume["persistentVolumeClaim"]["claimName"] == "clinassist-models"
+        writes = workload == "clinassist"  # `models register` runs in the API's pod
+        assert mount.get("readOnly", False) != writes, workload
+        assert volume["persistentVolumeClaim"].get("readOnly", False) != writes, workload
 
 
 def test_the_api_answers_503_before_the_pod_is_killed(manifests):

@@ -19,9 +19,9 @@ from registry_fixtures import COMMITTED, gate_report, shifted_bundle
 from service_process import cli, start
 from store_sql import drop_append_only, raw
 from clinassist.bundle import file_sha256, read_metadata
-from clinassist.serving.imaging.model_registry import (LEDGER_DB, ModelRegistry,
-                                                       ProductionFollower, RegistryError, Stage,
-                                                       pointer_path, production_dir)
+from clinassist.serving.imaging.model_registry import (LEDGER_DB, MODEL_STORE_ENV, Kind,
+                                                       ModelRegistry, ProductionFollower,
+                                                       RegistryError, Stage, production_dir)
 from clinassist.serving.security import AuditTrail
 from clinassist.serving.storage import DATABASE_URL_ENV
 
@@ -114,7 +114,7 @@ def test_an_empty_registry_serves_the_committed_bundle_until_the_first_change(re
     stored = registry.get("7.0.0").path
     assert stored.is_relative_to(registry.home / "bentoml" / "models" / "cxr_pneumonia")
     assert file_sha256(stored / "model.onnx") == file_sha256(candidate / "model.onnx")
-    assert json.loads(pointer_path(registry.home).read_text())["version"] == COMMITTED_VERSION
+    assert production_dir(registry.home) == registry.get(COMMITTED_VERSION).path  # its copy
 
 
 def test_a_version_is_bound_to_its_model_file_and_so_is_its_gate(registry, tmp_path):
@@ -244,10 +244,48 @@ def test_the_model_service_keeps_serving_when_the_named_bundle_does_not_load(reg
     assert follower.current().version == COMMITTED_VERSION
     stored = registry.get("7.0.0").path / "model.onnx"
     stored.write_bytes(stored.read_bytes()[:-10])  # damaged in the store after the rollback
-    pointer = pointer_path(registry.home)
-    pointer.write_text(pointer.read_text().replace(COMMITTED_VERSION, "7.0.0").replace(
-        str(registry.get(COMMITTED_VERSION).path.relative_to(registry.home)),
-        str(registry.get("7.0.0").path.relative_to(registry.home))))
+    with registry._db.write() as db:  # production by hand, past promote's check of the bundle
+        registry._insert(db, "7.0.0", Stage.PRODUCTION, Kind.PROMOTED, "tester", "by hand")
     assert follower.current().version == COMMITTED_VERSION  # logged, still serving
     with pytest.raises(Exception, match="does not match the sha256"):
         registry.promote("7.0.0", "tester", "test")  # never pointed at a damaged bundle
+
+
+def test_two_first_registrations_at_once_make_one_initial_production(registry, tmp_path,
+                                                                    monkeypatch):
+    """Both find the registry empty; the one that writes second finds the committed bundle
+    registered and production already, and adds only its own candidate."""
+    from clinassist.serving.imaging import model_registry
+
+    other = ModelRegistry(registry.home)
+    load, raced = model_registry.Bundle.load, []
+
+    def load_while_another_registers(path, *args, **kwargs):
+        if not raced:
+            raced.append(path)
+            other.register(shifted_bundle(tmp_path / "b", "7.1.0"), "tester-b")
+        return load(path, *args, **kwargs)
+
+    candidate = shifted_bundle(tmp_path / "a", "7.0.0")
+    monkeypatch.setattr(model_registry.Bundle, "load", load_while_another_registers)
+    registry.register(candidate, "tester-a")
+    assert [(row["version"], row["kind"]) for row in registry.history()] == [
+        (COMMITTED_VERSION, "registered"), (COMMITTED_VERSION, "initial"),
+        ("7.1.0", "registered"), ("7.0.0", "registered")]
+
+
+@pytest.mark.parametrize("database", ["postgresql"], indirect=True)  # shared by machines
+def test_replicas_sharing_the_database_and_model_store_follow_one_promotion(
+        database, tmp_path, monkeypatch):
+    """Two machines' homes, one PostgreSQL ledger and one mounted model store: a promotion
+    made from one home is what the other's model service serves at its next batch."""
+    monkeypatch.setenv(MODEL_STORE_ENV, str(tmp_path / "shared-models"))
+    here, there = ModelRegistry(tmp_path / "home-a"), tmp_path / "home-b"
+    follower = ProductionFollower(there, threads=1)
+    assert follower.current().version == COMMITTED_VERSION
+    here.register(shifted_bundle(tmp_path / "c", "7.0.0"), "tester")
+    here.record_gate("7.0.0", gate_report(tmp_path / "c", passed=True))
+    here.promote("7.0.0", "tester", "test")
+    assert follower.current().version == "7.0.0"
+    assert follower.bundle.path == tmp_path / "shared-models" / "cxr_pneumonia" / "7.0.0"
+    assert not (there / "bentoml").exists()

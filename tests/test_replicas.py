@@ -1,6 +1,6 @@
 """Replicas that share the work: two API processes and two gateways on one PostgreSQL and one
 Orthanc, each with its own home (the site key shared, as a Secret would be), the gateways'
-spool and every result in shared folders. A mixed load (triage over HTTP, C-STOREs) runs while
+spool, every result and the model store in shared folders. A mixed load (triage over HTTP, C-STOREs) runs while
 one API and one gateway are killed with SIGKILL; what they left unanswered goes to the
 survivors, as a load balancer would send it. Then: every acknowledged instance triaged once
 (one job, done, one SR and one SC in Orthanc), every answered request audited exactly once,
@@ -24,6 +24,7 @@ from pydicom.uid import Comprehensive3DSRStorage, SecondaryCaptureImageStorage
 
 from clinassist.serving.gateway.orthanc import local
 from clinassist.serving.gateway.queue import Backoff, JobQueue
+from clinassist.serving.imaging.model_registry import MODEL_STORE_ENV
 from clinassist.serving.imaging.results_store import RESULTS_DIR_ENV
 from clinassist.serving.security import AuditTrail, load_site_key, pseudonymise
 from clinassist.serving.storage import DATABASE_URL_ENV
@@ -57,7 +58,8 @@ def test_two_apis_and_two_gateways_share_the_work_and_survive_a_kill_each(
     started = time.monotonic()
     url = postgres.create_database()
     shared = tmp_path / "shared"
-    env = {DATABASE_URL_ENV: url, RESULTS_DIR_ENV: str(shared / "results")}
+    env = {DATABASE_URL_ENV: url, RESULTS_DIR_ENV: str(shared / "results"),
+           MODEL_STORE_ENV: str(shared / "models")}
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     homes = [tmp_path / name for name in ("api-1", "api-2", "gateway-1", "gateway-2")]

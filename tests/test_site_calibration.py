@@ -13,10 +13,12 @@ import numpy as np
 import pytest
 
 from dicom_fixtures import synthetic_cr, to_bytes
+from store_sql import raw
 from clinassist.cli import main
-from clinassist.serving.imaging.site_calibration import SiteCalibrationStore
+from clinassist.serving.imaging.site_calibration import ModelIdentity, SiteCalibrationStore
 from clinassist.serving.imaging.triage import Models, Pipeline
 from clinassist.serving.security import AuditTrail
+from clinassist.serving.storage import DATABASE_URL_ENV
 from clinassist.site_calibration import MIN_CASES_PER_CLASS
 from clinassist.training import nih_adult_data
 
@@ -144,3 +146,43 @@ def test_one_class_only_and_bad_labels_are_refused(site, tmp_path, monkeypatch, 
     assert "lines [2]" in capsys.readouterr().err
     assert main(["calibrate", "site", "--labels", str(tmp_path / "absent.csv"), str(folder)]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+IDENTITY = ModelIdentity("cxr_pneumonia", "2.0.0", "ab" * 32)
+
+
+def overlay(threshold: float) -> dict:
+    return {"model": IDENTITY.__dict__, "populations": {"adult": {"threshold": threshold}}}
+
+
+def test_the_store_keeps_every_version_and_which_is_in_force(tmp_path, database):
+    store = SiteCalibrationStore(tmp_path / "home", "cxr_pneumonia")
+    assert (store.versions(), store.active_version(), store.active(IDENTITY)) == ([], None, None)
+    assert [store.save(overlay(t)) for t in (0.3, 0.4)] == [1, 2]
+    assert store.active(IDENTITY)["populations"]["adult"]["threshold"] == 0.4
+    assert store.active(ModelIdentity("cxr_pneumonia", "2.0.0", "cd" * 32)) is None  # other file
+    assert (store.remove(), store.remove()) == (2, None)
+    assert store.versions() == [1, 2] and store.active_version() is None
+    assert store.read(1)["version"] == 1
+    with raw(store._db, database) as db, pytest.raises(Exception, match="append-only"):
+        db.execute("UPDATE overlays SET overlay = '{}'")
+
+
+@pytest.mark.parametrize("database", ["postgresql"], indirect=True)  # shared by machines
+def test_replicas_on_one_database_decide_with_the_same_overlay(tmp_path, database):
+    SiteCalibrationStore(tmp_path / "home-a", "cxr_pneumonia").save(overlay(0.3))
+    assert SiteCalibrationStore(tmp_path / "home-b", "cxr_pneumonia").active_version() == 1
+
+
+def test_an_earlier_releases_overlay_files_are_taken_over(tmp_path, monkeypatch):
+    monkeypatch.delenv(DATABASE_URL_ENV, raising=False)  # only SQLite homes are that old
+    folder = tmp_path / "home" / "site_calibration" / "cxr_pneumonia"
+    folder.mkdir(parents=True)
+    for version in (1, 2):
+        (folder / f"v{version}.json").write_text(json.dumps({**overlay(0.1 * version),
+                                                             "version": version}))
+    (folder / "active.json").write_text(json.dumps({"version": 1}))
+    store = SiteCalibrationStore(tmp_path / "home", "cxr_pneumonia")
+    assert store.versions() == [1, 2] and store.active_version() == 1
+    assert store.save(overlay(0.5)) == 3
+    assert SiteCalibrationStore(tmp_path / "home", "cxr_pneumonia").versions() == [1, 2, 3]

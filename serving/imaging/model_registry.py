@@ -1,23 +1,25 @@
 """The model registry of the triage model: versioned bundles with stages, gates and rollback.
 
-Bundles are stored in BentoML's own model store (`CLINASSIST_HOME/bentoml/models/`, one model
-`cxr_pneumonia:<version>` per bundle: `bentoml models list` shows them, `bentoml models export`
-moves one to another site). BentoML has no stages, so stages and gate results are an
-append-only ledger beside it, the model-registry store (`CLINASSIST_HOME/model_registry.db`, or
-the schema `model_registry` of PostgreSQL): every stage change and every gate is a new row
-(triggers refuse UPDATE and DELETE), so a version's stage is its latest change and rollback
-returns to the production version before the current one. Changes of the ledger are serialised
-across processes and machines.
+Bundles are stored in a BentoML model store (`CLINASSIST_MODEL_STORE`, default
+`CLINASSIST_HOME/bentoml/models/`; one model `cxr_pneumonia:<version>` per bundle: `bentoml
+models list` shows them, `bentoml models export` moves one to another site). BentoML has no
+stages, so stages and gate results are an append-only ledger beside it, the model-registry
+store (`CLINASSIST_HOME/model_registry.db`, or the schema `model_registry` of PostgreSQL):
+every stage change and every gate is a new row (triggers refuse UPDATE and DELETE), so a
+version's stage is its latest change and rollback returns to the production version before the
+current one. Changes of the ledger are serialised across processes and machines.
 
-The services read only `model_registry/cxr_pneumonia/production.json` (written atomically after
-each change): the model service checks it before every batch and loads the version it names,
-so a promotion or rollback is served from the next request on, and after any restart. While the
-registry is empty the committed bundle (`models/cxr_pneumonia`) is production; the first change
-registers it, so a rollback can return to it even after the committed files are replaced.
+The ledger is also what the services follow: a model service reads the ledger's latest
+production change before every batch and loads the version it names from the model store, so a
+promotion or rollback is served from the next request on, by every replica that shares the
+ledger (PostgreSQL) and the model store (one folder they all mount), and after any restart.
+While the registry is empty the committed bundle (`models/cxr_pneumonia`) is production; the
+first change registers it, so a rollback can return to it even after the committed files are
+replaced.
 
-Writing imports BentoML; reading the production pointer (the serving path) needs only the
-standard library.
+Writing imports BentoML; following production (the serving path) needs only the ledger.
 """
+
 
 from __future__ import annotations
 
@@ -37,15 +39,15 @@ from clinassist.bundle import Bundle, file_sha256, read_metadata
 from clinassist.config import bundle_dir
 from clinassist.errors import ClinassistError
 from clinassist.serving.durable import write_synced
-from clinassist.serving.storage import Store, StoreSchema
+from clinassist.serving.storage import Store, StoreSchema, database_url
 
 log = logging.getLogger(__name__)
 
 MODEL = "cxr_pneumonia"
 LEDGER_DB = "model_registry.db"
-POINTERS = "model_registry"
-PRODUCTION_FILE = "production.json"
-STORE = Path("bentoml", "models")  # BentoML's layout: BENTOML_HOME/models/<name>/<version>
+MODEL_STORE_ENV = "CLINASSIST_MODEL_STORE"
+# BentoML's layout, BENTOML_HOME/models/<name>/<version>, with BENTOML_HOME in the home
+DEFAULT_STORE = Path("bentoml", "models")
 
 LEDGER = StoreSchema("model_registry", LEDGER_DB)
 APPEND_ONLY = "the model registry is append-only"
@@ -53,7 +55,8 @@ _ledger = MetaData()
 version_table = Table(
     "versions", _ledger,
     *(Column(name, Text, primary_key=True) for name in ("model", "version")),
-    *(Column(name, Text) for name in ("sha256", "path",  # path: relative to the home
+    *(Column(name, Text) for name in ("sha256",
+                                      "path",  # where it was stored (a record, not read)
                                       "registered", "registered_by", "source")))
 gate_table = Table("gates", _ledger, Column("id", Integer, primary_key=True),
                    *(Column(name, Text) for name in ("model", "version", "sha256")),
@@ -127,29 +130,52 @@ def now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
-def pointer_path(home: Path, model: str = MODEL) -> Path:
-    return home / POINTERS / model / PRODUCTION_FILE
+def model_store(home: Path) -> Path:
+    """$CLINASSIST_MODEL_STORE, else the home's `bentoml/models`."""
+    configured = os.environ.get(MODEL_STORE_ENV, "").strip()
+    return Path(configured).expanduser() if configured else home / DEFAULT_STORE
 
 
-def production_dir(home: Path, model: str = MODEL) -> Path:
-    """The folder of the production bundle: the registry's, else the committed one. Needs no
-    database: this is what the services read."""
-    pointer = pointer_path(home, model)
-    if not pointer.is_file():
-        return bundle_dir(model)
-    return home / json.loads(pointer.read_text())["path"]
+def stored_bundle(home: Path, version: str, model: str = MODEL) -> Path:
+    """The folder of a registered version in the model store."""
+    return model_store(home) / model / version
+
+
+@dataclass(frozen=True)
+class ProductionChange:
+    """The ledger's latest production change: which version, and the row that made it so."""
+
+    id: int
+    version: str
+
+
+def existing_registry(home: Path, model: str = MODEL) -> "ModelRegistry | None":
+    """The registry, or None where it has never been written to (a home without a ledger file
+    is not given one)."""
+    if database_url() is None and not (home / LEDGER_DB).exists():
+        return None
+    return ModelRegistry(home, model)
+
+
+def production_dir(home: Path, model: str = MODEL,
+                   change: ProductionChange | None = None) -> Path:
+    """The folder of the production bundle (named by `change`, else by the ledger's latest):
+    the registry's, else the committed one."""
+    if change is None and (registry := existing_registry(home, model)) is not None:
+        change = registry.production_change()
+    return bundle_dir(model) if change is None else stored_bundle(home, change.version, model)
 
 
 def version_metadata(home: Path, version: str, model: str = MODEL) -> dict:
     """The metadata of `version`: a registered one, or the committed bundle's own version."""
-    registered = home / STORE / model / version / "metadata.json"
+    registered = stored_bundle(home, version, model) / "metadata.json"
     if registered.is_file():
         return json.loads(registered.read_text())
     committed = read_metadata(bundle_dir(model))[1]
     if committed["version"] == version:
         return committed
-    raise RegistryError(f"{model} {version} is neither registered in {home} nor the committed "
-                        "bundle; `clinassist models list` shows the versions")
+    raise RegistryError(f"{model} {version} is neither registered in {model_store(home)} nor "
+                        "the committed bundle; `clinassist models list` shows the versions")
 
 
 class ModelRegistry:
@@ -172,7 +198,8 @@ class ModelRegistry:
                 .join(change_table, change_table.c.id == latest)
                 .where(version_table.c.model == self.model)
                 .order_by(version_table.c.registered)).all()
-            return [RegisteredVersion(row.version, row.sha256, self.home / row.path,
+            return [RegisteredVersion(row.version, row.sha256,
+                                      stored_bundle(self.home, row.version, self.model),
                                       row.registered, row.source, Stage(row.stage), row.changed,
                                       self._latest_gate(db, row.version, row.sha256))
                     for row in rows]
@@ -187,6 +214,17 @@ class ModelRegistry:
 
     def production(self) -> RegisteredVersion | None:
         return next((v for v in self.versions() if v.stage == Stage.PRODUCTION), None)
+
+    def production_change(self, db: Connection | None = None) -> ProductionChange | None:
+        """The latest change to production (one row: read before every batch)."""
+        if db is None:
+            with self._db.read() as reader:
+                return self.production_change(reader)
+        c = change_table.c
+        row = db.execute(select(c.id, c.version)
+                         .where(c.model == self.model, c.stage == Stage.PRODUCTION.value)
+                         .order_by(c.id.desc()).limit(1)).first()
+        return None if row is None else ProductionChange(row.id, row.version)
 
     def history(self) -> list[dict]:
         """Every stage change, oldest first."""
@@ -217,13 +255,15 @@ class ModelRegistry:
     # changing
 
     def ensure_initial(self, actor: str) -> None:
-        """With an empty registry, register the committed bundle as production."""
-        if not self.versions():
-            registered = self._register(bundle_dir(self.model), actor, "committed bundle")
-            with self._db.write(serialised=True) as db:
+        """With an empty registry, register the committed bundle as production (once, whichever
+        of several processes gets there first)."""
+        if self._last_change() is not None:
+            return
+        registered = self._register(bundle_dir(self.model), actor, "committed bundle")
+        with self._db.write(serialised=True) as db:
+            if self.production_change(db) is None:
                 self._insert(db, registered.version, Stage.PRODUCTION, Kind.INITIAL, actor,
                              "production of an empty registry: the committed bundle")
-            self.write_pointer()
 
     def register(self, folder: Path, actor: str) -> RegisteredVersion:
         """Copy the bundle in `folder` into the model store as a candidate (the same version
@@ -236,22 +276,32 @@ class ModelRegistry:
         bundle = Bundle.load(folder)  # checks the file against its sha256 and the I/O contract
         if bundle.name != self.model:
             raise RegistryError(f"{folder} holds {bundle.name}, not {self.model}")
-        existing = {v.version: v for v in self.versions()}
-        if bundle.version in existing:
-            if existing[bundle.version].sha256 != bundle.metadata["sha256"]:
-                raise RegistryError(f"{self.model} {bundle.version} is already registered with "
-                                    "another model file; export the candidate with another "
-                                    "--version")
-            return existing[bundle.version]
-        path = self._store(bundle)
-        with self._db.write(serialised=True) as db:
-            db.execute(version_table.insert().values(
-                model=self.model, version=bundle.version, sha256=bundle.metadata["sha256"],
-                path=str(path.relative_to(self.home)), registered=now(), registered_by=actor,
-                source=source))
-            self._insert(db, bundle.version, Stage.CANDIDATE, Kind.REGISTERED, actor,
-                         f"registered from {source}")
+        if self._registered_sha256(bundle) is None:
+            path = self._store(bundle)
+            with self._db.write(serialised=True) as db:  # another process may have been first
+                if self._registered_sha256(bundle, db) is None:
+                    db.execute(version_table.insert().values(
+                        model=self.model, version=bundle.version,
+                        sha256=bundle.metadata["sha256"], path=str(path), registered=now(),
+                        registered_by=actor, source=source))
+                    self._insert(db, bundle.version, Stage.CANDIDATE, Kind.REGISTERED, actor,
+                                 f"registered from {source}")
         return self.get(bundle.version)
+
+    def _registered_sha256(self, bundle: Bundle, db: Connection | None = None) -> str | None:
+        """The model file registered as `bundle`'s version (None: not registered); refused if
+        it is another file than the bundle's."""
+        if db is None:
+            with self._db.read() as reader:
+                return self._registered_sha256(bundle, reader)
+        c = version_table.c
+        registered = db.execute(select(c.sha256).where(c.model == self.model,
+                                                       c.version == bundle.version)).scalar()
+        if registered is not None and registered != bundle.metadata["sha256"]:
+            raise RegistryError(f"{self.model} {bundle.version} is already registered with "
+                                "another model file; export the candidate with another "
+                                "--version")
+        return registered
 
     def record_gate(self, version: str, report: dict) -> Gate:
         registered = self.get(version)
@@ -318,7 +368,6 @@ class ModelRegistry:
                              f"replaced by {target.version}")
             self._insert(db, target.version, Stage.PRODUCTION, kind, actor, reason,
                          target.gate.id if target.gate else None, override)
-        self.write_pointer()
         production = self.production()
         assert production is not None
         return Change(production, current)
@@ -329,37 +378,27 @@ class ModelRegistry:
             model=self.model, version=version, stage=stage.value, kind=kind.value,
             changed=now(), actor=actor, reason=reason, gate_id=gate_id, override=int(override)))
 
-    def write_pointer(self) -> None:
-        """Tell the services which bundle is production (atomically, after the ledger)."""
-        production = self.production()
-        if production is None:
-            return
-        pointer = pointer_path(self.home, self.model)
-        pointer.parent.mkdir(parents=True, exist_ok=True)
-        write_synced(pointer, json.dumps({
-            "model": self.model, "version": production.version, "sha256": production.sha256,
-            "path": str(production.path.relative_to(self.home))}).encode())
-
     def _store(self, bundle: Bundle) -> Path:
-        """Copy the bundle into BentoML's model store under this home (its own store object,
-        whatever BENTOML_HOME this process was started with)."""
+        """Copy the bundle into the model store (its own store object, whatever BENTOML_HOME
+        this process was started with)."""
         import bentoml
         from bentoml._internal.models.model import ModelStore
         from bentoml.exceptions import BentoMLException
 
-        store = ModelStore(str(self.home / STORE))
+        store = ModelStore(str(model_store(self.home)))
         tag = f"{self.model}:{bundle.version}"
-        try:
-            existing = bentoml.models.get(tag, _model_store=store)
-        except BentoMLException:  # not stored yet (or a crash left no ledger row: see below)
-            existing = None
-        if existing is None:
-            with bentoml.models.create(tag, module="clinassist.bundle", labels={"task": "triage"},
-                                       metadata={"sha256": bundle.metadata["sha256"]},
-                                       _model_store=store) as model:
-                shutil.copytree(bundle.path, model.path, dirs_exist_ok=True,
-                                ignore=shutil.ignore_patterns(".*"))
-            existing = bentoml.models.get(tag, _model_store=store)
+        if not _stored(tag, store):  # (stored already if a crash came before its ledger row)
+            try:
+                with bentoml.models.create(tag, module="clinassist.bundle",
+                                           labels={"task": "triage"},
+                                           metadata={"sha256": bundle.metadata["sha256"]},
+                                           _model_store=store) as model:
+                    shutil.copytree(bundle.path, model.path, dirs_exist_ok=True,
+                                    ignore=shutil.ignore_patterns(".*"))
+            except BentoMLException as failed:
+                if not _stored(tag, store):  # else another process stored it meanwhile
+                    raise failed
+        existing = bentoml.models.get(tag, _model_store=store)
         path = Path(existing.path)
         if file_sha256(path / bundle.metadata["model_file"]) != bundle.metadata["sha256"]:
             raise RegistryError(f"the model store already holds another {tag} ({path}); "
@@ -367,38 +406,51 @@ class ModelRegistry:
         return path
 
 
-class ProductionFollower:
-    """The production bundle for a model service: reloaded when the registry's pointer changes.
+def _stored(tag: str, store) -> bool:
+    import bentoml
+    from bentoml.exceptions import NotFound
 
-    A bundle that fails to load is logged and skipped (the running one keeps serving) until the
-    pointer changes again."""
+    try:
+        bentoml.models.get(tag, _model_store=store)
+    except NotFound:
+        return False
+    return True
+
+
+class ProductionFollower:
+    """The production bundle for a model service: reloaded when the ledger's latest production
+    change is another than the one loaded (checked at every `current()`, one indexed row).
+
+    A bundle that fails to load is logged and skipped (the running one keeps serving) until
+    production changes again."""
 
     def __init__(self, home: Path, threads: int | None = None, model: str = MODEL) -> None:
         self.home, self.model, self.threads = home, model, threads
-        self._seen = self._stamp()
+        self._registry = existing_registry(home, model)
+        self._seen = self._latest()
         self._lock = threading.Lock()
-        self.bundle = Bundle.load(production_dir(home, model), threads)
+        self.bundle = Bundle.load(production_dir(home, model, self._seen), threads)
 
-    def _stamp(self) -> tuple | None:
-        try:
-            stat = os.stat(pointer_path(self.home, self.model))
-        except FileNotFoundError:
-            return None
-        return stat.st_ino, stat.st_mtime_ns, stat.st_size
+    def _latest(self) -> ProductionChange | None:
+        if self._registry is None:
+            self._registry = existing_registry(self.home, self.model)
+            if self._registry is None:
+                return None
+        return self._registry.production_change()
 
     def current(self) -> Bundle:
-        stamp = self._stamp()
-        if stamp == self._seen:
+        latest = self._latest()
+        if latest == self._seen:
             return self.bundle
         with self._lock:  # one reload, whichever thread of the model service sees it first
-            if stamp != self._seen:
-                self._seen = stamp
-                self._reload()
+            if latest != self._seen:
+                self._seen = latest
+                self._reload(latest)
         return self.bundle
 
-    def _reload(self) -> None:
+    def _reload(self, change: ProductionChange | None) -> None:
         try:
-            self.bundle = Bundle.load(production_dir(self.home, self.model), self.threads)
+            self.bundle = Bundle.load(production_dir(self.home, self.model, change), self.threads)
             log.info("now serving %s %s", self.model, self.bundle.version)
         except Exception as error:  # whatever is wrong with it, the running bundle serves on
             log.error("the registry names a production bundle that does not load (%s); still "
