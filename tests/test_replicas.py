@@ -1,7 +1,8 @@
 """Replicas that share the work: two API processes and two gateways on one PostgreSQL and one
 Orthanc, each with its own home (the site key shared, as a Secret would be), the gateways'
-spool, every result and the model store in shared folders. A mixed load (triage over HTTP, C-STOREs) runs while
-one API and one gateway are killed with SIGKILL; what they left unanswered goes to the
+spool, every result and the model store in shared folders. A mixed load (triage over HTTP,
+C-STOREs) runs while one API and one gateway are killed with SIGKILL; what they left
+unanswered goes to the
 survivors, as a load balancer would send it. Then: every acknowledged instance triaged once
 (one job, done, one SR and one SC in Orthanc), every answered request audited exactly once,
 the chain verifies, and no row is left claimed by the dead gateway."""
