@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -28,6 +29,7 @@ from clinassist.serving.imaging.results_store import ResultStore
 from clinassist.serving.medication.cds_store import CdsStore
 from clinassist.serving.ops.manifest import MANIFEST, sha256_file
 from clinassist.serving.security import AuditTrail, UserStore
+from clinassist.serving.storage import DATABASE_URL_ENV
 
 REVIEW = {"patient": {"age": 78, "egfr": 38},
           "medications": [{"name": "warfarin"}, {"name": "Advil"}]}
@@ -163,8 +165,11 @@ class State(NamedTuple):
 
 @pytest.fixture
 def state(tmp_path) -> State:
+    return make_state(tmp_path / "home")
+
+
+def make_state(home: Path) -> State:
     """A home with every kind of state, and files that are not state beside them."""
-    home = tmp_path / "home"
     UserStore(home).add("dr-chen", "radiologist")
     trail = AuditTrail(home)
     for n in range(3):
@@ -325,3 +330,59 @@ def test_a_broken_trail_is_backed_up_as_evidence_but_reported(state, tmp_path):
     assert "audit trail is broken at row 1" in taken.stdout
     refused = clinassist(tmp_path / "restored", "restore", str(tmp_path / "backup"))
     assert refused.returncode == 2 and "broken at row 1" in refused.stderr
+
+
+@pytest.mark.parametrize("database", ["postgresql"], indirect=True)
+def test_with_the_stores_in_postgresql_a_backup_holds_their_dump_and_puts_it_back(
+        database, tmp_path, monkeypatch):
+    state = make_state(tmp_path / "home")
+    manifest = backup(state.home, tmp_path / "backup")
+    dump = manifest["database_dump"]
+    assert sha256_file(tmp_path / "backup" / dump["path"]) == dump["sha256"]
+    assert {entry["path"] for entry in manifest["files"]} == {
+        "site.key", "gateway/lease-owner", f"gateway/instances/{state.job}.dcm",
+        *(f"results/{state.result}/{name}" for name in ("sr.dcm", "sc.dcm", "summary.json"))}
+    assert manifest["audit"]["rows"] == 3 and manifest["audit"]["intact"]  # in the dump's snapshot
+    UserStore(state.home).add("dr-later", "pharmacist")  # after the backup: not brought back
+
+    damaged = tmp_path / "damaged"
+    shutil.copytree(tmp_path / "backup", damaged)
+    with open(damaged / dump["path"], "r+b") as file:
+        file.seek(dump["size"] // 2)
+        file.write(b"\xff\xfe")
+    refused = clinassist(tmp_path / "restored-damaged", "restore", str(damaged))
+    assert refused.returncode == 2 and "does not match the backup's manifest" in refused.stderr
+    assert [u.name for u in UserStore(state.home).list()] == ["dr-chen", "dr-later"]
+
+    with monkeypatch.context() as unset:
+        unset.delenv(DATABASE_URL_ENV)
+        refused = clinassist(tmp_path / "restored-nowhere", "restore", str(tmp_path / "backup"))
+    assert refused.returncode == 2 and "set CLINASSIST_DATABASE_URL" in refused.stderr
+
+    restored = tmp_path / "restored"
+    put_back = clinassist(restored, "restore", str(tmp_path / "backup"))
+    assert put_back.returncode == 0, put_back.stderr
+    assert [u.name for u in UserStore(restored).list()] == ["dr-chen"]
+    assert JobQueue(restored, Backoff(3, 1, 1)).counts() == {"received": 1}
+    assert (restored / "gateway" / "instances" / f"{state.job}.dcm").read_bytes() == \
+        b"DICM instance"
+    assert [r.action for r in AuditTrail(restored).records()][3:] == ["home:restore"]
+    assert AuditTrail(restored).verify().ok
+
+
+@pytest.mark.parametrize("database", ["postgresql"], indirect=True)
+def test_the_postgresql_snapshot_holds_the_queue_still_while_instances_are_copied(
+        database, tmp_path):
+    from clinassist.serving.ops.database_dump import snapshot
+    from clinassist.serving.storage import database_url
+
+    queue = JobQueue(tmp_path / "home", Backoff(3, 1, 1))
+    queue.receive(b"DICM first", "1.2.3.1", "PACS")
+    received = threading.Event()
+    late = threading.Thread(target=lambda: (queue.receive(b"DICM late", "1.2.3.2", "PACS"),
+                                            received.set()), daemon=True)
+    with snapshot(database_url()):
+        late.start()
+        assert not received.wait(2)  # a job arriving now waits for the copy to end
+    assert received.wait(30)
+    assert queue.counts() == {"received": 2}

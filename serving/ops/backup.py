@@ -6,9 +6,10 @@ its received instances under the queue's write lock, since a job names its file 
 goes once the job is triaged. Plain files (results, keys, settings) come after the databases:
 a result is complete on disk before any row names it and is never deleted, so every result a
 copied row names is in the copy. Partial writes, SQLite journals and BentoML's runtime files
-are left out. The copy is built in a hidden folder beside DEST, with a manifest (SHA-256 of
-every file, the audit trail's rows and head hash) written last, and renamed to DEST when
-complete.
+are left out. With the stores in PostgreSQL the databases are one `pg_dump` instead
+(`database_dump`), taken while the queue is held still as the home's received instances are
+copied. The copy is built in a hidden folder beside DEST, with a manifest (SHA-256 of every
+file, the audit trail's rows and head hash) written last, and renamed to DEST when complete.
 """
 
 from __future__ import annotations
@@ -25,11 +26,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from clinassist.serving.ops import home as layout
+from clinassist.serving.ops.database_dump import snapshot
 from clinassist.serving.ops.errors import BackupError
 from clinassist.serving.ops.manifest import (AuditState, FileEntry, Manifest, copy_hashed,
                                               sha256_file)
 from clinassist.serving.ops.verify import audit_state
 from clinassist.serving.security import database
+from clinassist.serving.storage import database_url
 
 
 @dataclass(frozen=True)
@@ -55,9 +58,18 @@ def back_up(home: Path, destination: Path) -> BackupReport:
     shutil.rmtree(staging, ignore_errors=True)
     database.private_dir(staging)
     try:
-        entries = [*_copy_databases(home, staging), *_copy_files(home, staging)]
+        url = database_url()
+        if url is None:
+            entries = [*_copy_databases(home, staging), *_copy_files(home, staging)]
+            audit, dump = _audit(staging), None
+        else:
+            with snapshot(url) as frozen:
+                entries = [*_copy_databases(home, staging),
+                           *_copy_queued_instances(home, staging)]
+                dump, audit = frozen.dump(staging), frozen.audit_state()
+            entries += _copy_files(home, staging)
         manifest = Manifest(datetime.now(UTC).isoformat(timespec="seconds"), str(home),
-                            tuple(entries), _audit(staging))
+                            tuple(entries), audit, database_dump=dump)
         manifest.write(staging)
         if destination.exists():
             destination.rmdir()
@@ -83,12 +95,17 @@ def _copy_queue(home: Path, staging: Path) -> Iterator[FileEntry]:
         with database.named_errors(path):
             lock.execute("BEGIN IMMEDIATE")
         try:
-            folder = home / layout.QUEUE_FILES
-            if folder.is_dir():
-                yield from _copy_each(home, staging, layout.state_files(home, folder))
+            yield from _copy_queued_instances(home, staging)
             yield _copy_database(home, staging, layout.QUEUE)
         finally:
             lock.execute("ROLLBACK")
+
+
+def _copy_queued_instances(home: Path, staging: Path) -> Iterator[FileEntry]:
+    """The received instances in the home (the caller holds the queue still)."""
+    folder = home / layout.QUEUE_FILES
+    if folder.is_dir():
+        yield from _copy_each(home, staging, layout.state_files(home, folder))
 
 
 def _copy_database(home: Path, staging: Path, relative: Path) -> FileEntry:

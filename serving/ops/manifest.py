@@ -1,5 +1,6 @@
-"""The manifest of a backup (`manifest.json`): every file with its SHA-256, size and mode, and
-the audit trail's row count and head hash at the time of the copy."""
+"""The manifest of a backup (`manifest.json`): every file with its SHA-256, size and mode, the
+PostgreSQL dump if the stores are there, and the audit trail's row count and head hash at the
+time of the copy."""
 
 from __future__ import annotations
 
@@ -51,6 +52,7 @@ class Manifest:
     files: tuple[FileEntry, ...]
     audit: AuditState | None  # None: the home had no audit trail
     format: int = FORMAT
+    database_dump: FileEntry | None = None  # the stores in PostgreSQL (pg_dump), if there
 
     @property
     def size(self) -> int:
@@ -75,8 +77,10 @@ class Manifest:
                               "with the clinassist version that wrote it")
         try:
             audit = raw["audit"] and AuditState(**raw["audit"])
+            dump = raw.get("database_dump") and FileEntry(**raw["database_dump"])
             return cls(raw["created"], raw["home"],
-                       tuple(FileEntry(**entry) for entry in raw["files"]), audit)
+                       tuple(FileEntry(**entry) for entry in raw["files"]), audit,
+                       database_dump=dump)
         except (KeyError, TypeError) as error:
             raise BackupError(f"{path} is incomplete ({error}): use another backup") from None
 

@@ -2,9 +2,10 @@
 
 The files are copied into a hidden folder beside the home and checked there (every SHA-256
 against the manifest, the audit trail's hash chain, its rows and head hash against those the
-backup recorded); only then does the folder take the home's place. A home that still holds
-state is kept under a new name, never deleted; one that a running process holds open is
-refused unless forced.
+backup recorded); only then does the folder take the home's place. A backup of stores in
+PostgreSQL is put back into the configured database with `pg_restore` in one transaction
+before that, and its trail checked there. A home that still holds state is kept under a new
+name, never deleted; one that a running process holds open is refused unless forced.
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from clinassist.serving.ops.database_dump import RestoredDatabase, restore_dump
 from clinassist.serving.ops.errors import BackupError, RestoreRefused
 from clinassist.serving.ops.in_use import Holder, describe, processes_using
 from clinassist.serving.ops.manifest import AuditState, FileEntry, Manifest, copy_hashed
 from clinassist.serving.ops.verify import audit_state
 from clinassist.serving.security import database
+from clinassist.serving.storage import database_url
 
 
 @dataclass(frozen=True)
@@ -47,7 +50,10 @@ def restore(source: Path, home: Path, *, force: bool = False) -> RestoreReport:
     try:
         for entry in manifest.files:
             _restore_file(source, staging, entry)
-        audit = _check_audit(staging, manifest.audit, source)
+        if manifest.database_dump is None:
+            audit = _check_audit(staging, manifest.audit, source)
+        else:
+            audit = _restore_database(source, manifest).audit
         previous = _replace(home, staging)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -69,6 +75,16 @@ def _restore_file(source: Path, staging: Path, entry: FileEntry) -> None:
                              f"{sha256[:16]}…, expected {entry.sha256[:16]}…): the backup is "
                              "damaged or was altered; restore another backup")
     os.chmod(target, entry.mode)
+
+
+def _restore_database(source: Path, manifest: Manifest) -> RestoredDatabase:
+    url = database_url()
+    assert manifest.database_dump is not None
+    if url is None:
+        raise RestoreRefused(f"{source} holds a PostgreSQL dump of the stores: set "
+                             "CLINASSIST_DATABASE_URL to the database to restore it into (with "
+                             "every service that uses it stopped)")
+    return restore_dump(url, source, manifest.database_dump, manifest.audit)
 
 
 def _check_audit(staging: Path, recorded: AuditState | None, source: Path) -> AuditState | None:
