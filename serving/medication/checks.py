@@ -156,7 +156,9 @@ class Checker:
 
     def duplicates(self, medications: list[ResolvedMedication]) -> list[Alert]:
         alerts = []
-        for first, second in itertools.combinations(medications, 2):
+        atc4 = [self._atc4(medication) for medication in medications]  # once each, not per pair
+        for (first, first_classes), (second, second_classes) in itertools.combinations(
+                zip(medications, atc4), 2):
             shared = {i.id for i in first.ingredients} & {i.id for i in second.ingredients}
             if shared:
                 names = sorted(i.name for i in first.ingredients if i.id in shared)
@@ -165,7 +167,7 @@ class Checker:
                     tuple(names), Evidence(KNOWLEDGE_BASE, "ingredient identity"),
                     f"{first.label} and {second.label} both contain {', '.join(names)}: "
                     "risk of a double dose."))
-            elif classes := sorted(self._atc4(first) & self._atc4(second)):
+            elif classes := sorted(first_classes & second_classes):
                 described = ", ".join(f"{code} {self.kb.atc_name(code) or ''}".strip()
                                       for code in classes)
                 alerts.append(Alert(
