@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import threading
 from dataclasses import dataclass
 from functools import cached_property
@@ -45,12 +46,13 @@ def default_path() -> Path:
 
 
 class KnowledgeBase:
-    """Queries over one KB file; safe to share between threads."""
+    """Queries over one KB file; safe to share between threads, each of which reads through a
+    read-only connection of its own, so concurrent reviews do not queue on one connection."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._db = database.connect(path, read_only=True, remedy=REBUILD)
-        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._connection()  # a missing or damaged file fails here, by name
 
     @classmethod
     def open(cls, path: Path | None = None, *, build_if_missing: bool = True) -> KnowledgeBase:
@@ -61,9 +63,15 @@ class KnowledgeBase:
             kb_build.build(data_dir(), path)
         return cls(path)
 
+    def _connection(self) -> sqlite3.Connection:
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = database.connect(self.path, read_only=True, remedy=REBUILD)
+            self._local.connection = connection
+        return connection
+
     def _rows(self, sql: str, *params: object) -> list[tuple]:
-        with self._lock:
-            return self._db.execute(sql, params).fetchall()
+        return self._connection().execute(sql, params).fetchall()
 
     @cached_property
     def meta(self) -> dict[str, str]:
