@@ -5,6 +5,8 @@ one file queue for it."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 from clinassist.serving.security import AuditTrail
@@ -57,3 +59,28 @@ def test_writers_in_one_process_queue_for_the_file_instead_of_meeting_it_locked(
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(append, range(8)))
     assert len(trail.records()) == 200 and trail.verify().ok
+
+
+WRITER = """
+import sys
+from pathlib import Path
+from clinassist.serving.storage import engine
+from clinassist.serving.security import AuditTrail
+engine.BUSY_TIMEOUT_S = 0  # read when the file's engine is made: SQLite refuses at once
+trail = AuditTrail(Path(sys.argv[1]))
+engine.BUSY_TIMEOUT_S = 10  # the queue's own patience
+for row in range(40):
+    trail.record("dr-chen", "radiologist", "imaging:triage", f"/v1/{sys.argv[2]}/{row}", 200)
+"""
+
+
+def test_writers_in_several_processes_queue_for_the_file_too(tmp_path):
+    """The same across processes (API workers, the gateway and the CLI share a home): three
+    processes with SQLite's wait off append 40 rows each, all succeed, one chain."""
+    AuditTrail(tmp_path)  # migrated before the writers start
+    writers = [subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path), str(n)],
+                                stderr=subprocess.PIPE, text=True) for n in range(3)]
+    failures = [w.stderr.read() for w in writers if w.wait(timeout=120) != 0]
+    assert failures == []
+    trail = AuditTrail(tmp_path)
+    assert len(trail.records()) == 120 and trail.verify().ok

@@ -11,6 +11,7 @@ from clinassist.serving.gateway.queue import QUEUE_DB, QUEUE_DIR
 from clinassist.serving.medication.kb import KB_FILE, REBUILD
 from clinassist.serving.security import database
 from clinassist.serving.security.audit import AUDIT_DB, AuditTrail
+from clinassist.serving.storage.engine import WRITERS_SUFFIX  # the writers' lock: runtime
 
 DATABASE_SUFFIXES = (".db", ".sqlite")  # how every store names its file
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -29,13 +30,13 @@ PARTIAL = ".partial"  # a file or result still being written (renamed into place
 
 
 def is_state(relative: Path) -> bool:
-    """Whether a file at `relative` in a home is state to keep (not runtime, partial or a
-    SQLite journal)."""
+    """Whether a file at `relative` in a home is state to keep (not runtime, partial, a SQLite
+    journal or a store's writers' lock file)."""
     if any(relative == folder or folder in relative.parents for folder in RUNTIME):
         return False
     if any(part.endswith(PARTIAL) for part in relative.parts):
         return False
-    return not relative.name.endswith(SQLITE_SIDECARS)
+    return not relative.name.endswith((*SQLITE_SIDECARS, WRITERS_SUFFIX))
 
 
 def state_files(home: Path, folder: Path | None = None) -> list[Path]:

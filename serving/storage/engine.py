@@ -8,9 +8,11 @@ cross a fork) and opens its own.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,7 +33,8 @@ IMMEDIATE = "clinassist_immediate"  # execution option: a SQLite transaction tha
 POOL_SIZE = 5  # connections kept per engine; more open (and close) while threads need them
 
 _engines: dict[str, Engine] = {}
-_write_locks: dict[Path, threading.RLock] = {}
+_write_queues: dict[Path, "_WriteQueue"] = {}
+WRITERS_SUFFIX = "-writers"  # the lock file beside a SQLite store, runtime only
 _lock = threading.Lock()
 
 
@@ -66,19 +69,70 @@ def sqlite_engine(path: Path) -> Engine:
 
 @contextmanager
 def queued_sqlite_writer(path: Path) -> Iterator[None]:
-    """Held around a write transaction of the SQLite file at `path`: a process's writers of one
-    file queue on a lock and wake at once, where SQLite's busy handler has each sleep and poll
-    (up to 100 ms a turn: the p99 of audited requests at concurrency 8 was 580 ms). Writers in
-    other processes still wait in the busy handler; one that waits here past the busy timeout
-    goes on to SQLite, which names whoever holds the file."""
+    """Held around a write transaction of the SQLite file at `path`: writers of one file queue
+    on a lock and wake as soon as it is free, where SQLite's busy handler has each sleep and
+    poll (up to 100 ms a turn: the p99 of audited requests at concurrency 8 was 580 ms). A
+    process's threads queue on a thread lock, processes on an advisory lock (`flock`) of the
+    file `path` + "-writers", tried every half millisecond; one that waits past the busy
+    timeout goes on to SQLite, which names whoever holds the file."""
     with _lock:
-        lock = _write_locks.setdefault(path, threading.RLock())
-    queued = lock.acquire(timeout=BUSY_TIMEOUT_S)
-    try:
+        queue = _write_queues.get(path)
+        if queue is None:
+            queue = _write_queues[path] = _WriteQueue(path)
+    with queue.held():
         yield
-    finally:
-        if queued:
-            lock.release()
+
+
+class _WriteQueue:
+    def __init__(self, path: Path) -> None:
+        self._thread_lock = threading.RLock()
+        self._depth = 0  # nested holds by the thread holding it
+        self._path = path.with_name(path.name + WRITERS_SUFFIX)
+        self._file: int | None = None  # opened by the first writer, under the thread lock
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        if not self._thread_lock.acquire(timeout=BUSY_TIMEOUT_S):
+            yield
+            return
+        try:
+            self._depth += 1
+            locked = self._depth > 1 or self._lock_file(deadline)
+            try:
+                yield
+            finally:
+                if locked and self._depth == 1 and self._file is not None:
+                    fcntl.flock(self._file, fcntl.LOCK_UN)
+        finally:
+            self._depth -= 1
+            self._thread_lock.release()
+
+    def close_if_idle(self) -> bool:
+        """Close the lock file unless a writer holds the queue; whether it was closed."""
+        if not self._thread_lock.acquire(blocking=False):
+            return False
+        try:
+            if self._depth:
+                return False
+            if self._file is not None:
+                os.close(self._file)
+                self._file = None
+            return True
+        finally:
+            self._thread_lock.release()
+
+    def _lock_file(self, deadline: float) -> bool:
+        if self._file is None:
+            self._file = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        while True:
+            try:
+                fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    return False
+                time.sleep(0.0005)
 
 
 def postgresql_engine(url: URL) -> Engine:
@@ -118,11 +172,15 @@ def _new_sqlite_engine(path: Path) -> Engine:
 
 def close_pooled_connections() -> None:
     """Close the connections every engine keeps in its pool (each SQLite one holds the file,
-    its WAL and its shared memory open); they reopen when next needed. For a process done with
+    its WAL and its shared memory open), and the writers' lock files not held; they reopen
+    when next needed. For a process done with
     the homes it opened: the test suite opens hundreds in one process, and past 1,024 open files
     pynetdicom's `select` cannot watch a new association's socket."""
     with _lock:
         engines = list(_engines.values())
+        for path, queue in list(_write_queues.items()):
+            if queue.close_if_idle():
+                del _write_queues[path]
     for engine in engines:
         engine.dispose()
 
@@ -131,7 +189,7 @@ def _forget_in_child() -> None:
     """After a fork: drop (without closing) the parent's connections in every pool."""
     for engine in _engines.values():
         engine.dispose(close=False)
-    _write_locks.clear()  # one held by a thread of the parent would never be released here
+    _write_queues.clear()  # one held by a thread of the parent would never be released here
 
 
 os.register_at_fork(after_in_child=_forget_in_child)
