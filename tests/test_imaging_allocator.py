@@ -65,3 +65,10 @@ def test_glibc_gives_freed_heap_pages_back():
     trim()
     assert before - process.memory_info().rss > 128 * MIB
     del keep
+
+
+def test_glibc_takes_the_arena_cap():
+    """Set once the triage module is imported; glibc (this machine's C library) accepts it."""
+    from clinassist.serving.imaging.allocator import cap_arenas
+
+    assert cap_arenas()

@@ -17,18 +17,37 @@ import ctypes.util
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 QUIET_S = 1.0
+ARENAS = 2  # glibc's default is 8 per core, each keeping its own freed radiographs
+M_ARENA_MAX = -8  # glibc's malloc.h
+
+
+def _libc_function(name: str) -> Any:
+    """A glibc function, or None where the C library has none (musl, macOS)."""
+    library = ctypes.util.find_library("c")
+    return getattr(ctypes.CDLL(library), name, None) if library else None
 
 
 def _malloc_trim() -> Callable[[], None] | None:
-    """glibc's malloc_trim(0), or None where the C library has none (musl, macOS)."""
-    name = ctypes.util.find_library("c")
-    trim = getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
+    """glibc's malloc_trim(0), or None."""
+    trim = _libc_function("malloc_trim")
     if trim is None:
         return None
     trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
     return lambda: trim(0)
+
+
+def cap_arenas(arenas: int = ARENAS) -> bool:
+    """Let the threads created from now on share `arenas` malloc arenas (mallopt
+    M_ARENA_MAX; the environment's MALLOC_ARENA_MAX, read at start, says the same for the
+    whole process). Whether glibc took it."""
+    mallopt = _libc_function("mallopt")
+    if mallopt is None:
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return bool(mallopt(M_ARENA_MAX, arenas))
 
 
 class IdleTrim:

@@ -27,7 +27,7 @@ from clinassist.serving.dicom import (Finding, Limits, TriageResult, build_secon
                                       radiograph_pixels, read_instance)
 from clinassist.serving.dicom.referable import check_referable
 from clinassist.serving.dicom.results import Flag
-from clinassist.serving.imaging.allocator import IdleTrim
+from clinassist.serving.imaging.allocator import IdleTrim, cap_arenas
 from clinassist.serving.imaging.model_registry import (ProductionFollower, production_dir,
                                                        version_metadata)
 from clinassist.serving.imaging.operating_points import (OperatingPoint, OperatingPoints,
@@ -48,6 +48,7 @@ CXR_BUNDLE, QC_BUNDLE = "cxr_pneumonia", "qc_radiograph"
 # dozens of pool threads (asyncio's and anyio's), glibc kept a high-water mark per thread's
 # arena: an API worker grew from 276 to 1,125 MiB over 120 triages at concurrency 8, with
 # the live Python and NumPy objects flat (tracemalloc).
+cap_arenas()  # before the threads below: they and the event loops' pools share two arenas
 CPU_WORK = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="triage")
 QUIET = IdleTrim()  # the freed temporaries go back to the system once triage pauses
 PIXEL_QC_MESSAGES = {
