@@ -21,6 +21,7 @@ from clinassist.serving.dicom.pixels import Limits
 from clinassist.serving.gateway.config import CONFIG_FILE, GatewayConfig
 from clinassist.serving.gateway.worklist import DEFAULT_MAX_WAIT, max_wait_from_env
 from clinassist.serving.medication.cds import CardPolicy
+from clinassist.serving.imaging.allocator import ARENAS
 from clinassist.serving.imaging.model_registry import MODEL_STORE_ENV
 from clinassist.serving.storage import DATABASE_URL_ENV
 
@@ -188,6 +189,7 @@ def test_the_settings_are_the_codes_defaults_and_accepted_by_it(manifests, monke
     assert CardPolicy.from_env() == CardPolicy()
     assert (api_workers(), max_batch_size()) == (1, 1)
     assert settings["CLINASSIST_DDI_MODEL"] == "0"  # non-commercial training data: opt in
+    assert settings["MALLOC_ARENA_MAX"] == str(ARENAS)  # as `clinassist serve` sets it
 
 
 def test_home_and_data_are_the_mounted_volumes(manifests):
