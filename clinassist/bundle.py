@@ -56,6 +56,9 @@ class Bundle:
         if file_sha256(model_file) != metadata["sha256"]:
             raise BundleError(f"{model_file} does not match the sha256 in {meta_file}")
         options = ort.SessionOptions()
+        # Threads wait on the OS between runs instead of spinning: a server's ONNX Runtime
+        # shares the cores with the processes that decode and encode its images.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if threads:
             options.intra_op_num_threads = threads
         session = ort.InferenceSession(str(model_file), options, providers=["CPUExecutionProvider"])
