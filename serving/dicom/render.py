@@ -38,7 +38,7 @@ def render(pixels: np.ndarray, cam: np.ndarray | None, lines: list[str]) -> np.n
                            Image.Resampling.LANCZOS)
     picture = grey.convert("RGB")
     if cam is not None:
-        levels = Image.fromarray(_heat_levels(cam, grey.size))
+        levels = _heat_levels(cam, grey.size)
         heat = levels.copy()
         heat.putpalette(HEAT_LUT.tobytes())  # level -> colour, in one pass
         picture = Image.composite(heat.convert("RGB"), picture,
@@ -55,18 +55,16 @@ def _grey_levels(pixels: np.ndarray) -> np.ndarray:
     return scaled.astype(np.uint8)
 
 
-def _heat_levels(cam: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def _heat_levels(cam: np.ndarray, size: tuple[int, int]) -> Image.Image:
     """Positive evidence scaled to [0, 1] by its maximum, resized bilinearly to `size` (w, h),
-    as levels 0..255 (rounded half up)."""
+    as levels 0..255 (rounded half up), every full-size step in Pillow."""
     positive = np.clip(np.asarray(cam, dtype=np.float32), 0, None)
     peak = float(positive.max()) if positive.size else 0.0
     if peak <= 0:
-        return np.zeros(size[::-1], dtype=np.uint8)
+        return Image.new("L", size, 0)
     resized = Image.fromarray(positive / peak).resize(size, Image.Resampling.BILINEAR)
-    heat = np.clip(np.asarray(resized), 0, 1)  # the one full-size float32 array
-    heat *= np.float32(255)
-    heat += np.float32(0.5)
-    return heat.astype(np.uint8)
+    # F -> L clips to 0..255 and truncates, so adding a half rounds half up.
+    return resized.point(lambda level: level * 255 + 0.5).convert("L")
 
 
 def _burn_in(picture: Image.Image, lines: list[str]) -> None:
