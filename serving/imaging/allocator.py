@@ -1,13 +1,14 @@
-"""Give the C allocator's free memory back to the system once triage has gone quiet.
+"""Keep the C allocator's freed memory while triage is busy; give it back once it goes quiet.
 
 A triage allocates and frees tens of megabytes (the radiograph, its float copy, the picture).
-glibc serves such blocks from its arenas after the first few (its mmap threshold rises to the
-largest block freed) and keeps the freed pages, so a process's resident memory settles at the
-high-water mark of its busiest moment: 629 MiB after a burst at concurrency 8 for 260 MiB in
-use (tracemalloc: the live Python and NumPy objects flat). `malloc_trim(0)` returns them in
-about 12 ms; it runs once no triage has run for QUIET_S, never between the requests of a
-busy service (a fixed low mmap threshold kept the memory flat too, but cost each request
-page faults: 174 -> 327 ms CPU per triage).
+Left to itself, glibc serves a block above its mmap threshold with fresh pages and returns
+free heap above its trim threshold at once, so every request page-faults its temporaries in
+again: on these machines 3,500-12,600 minor faults and 20-40 ms of system CPU per triage (a
+fixed low mmap threshold made it 174 -> 327 ms CPU per triage). Kept (`keep_freed_memory`),
+the freed pages serve the next request, and the process's resident memory would settle at the
+high-water mark of its busiest moment (629 MiB after a burst at concurrency 8 for 260 MiB in
+use), so `malloc_trim(0)` returns them in about 12 ms once no triage has run for QUIET_S,
+never between the requests of a busy service.
 """
 
 from __future__ import annotations
@@ -21,7 +22,11 @@ from typing import Any
 
 QUIET_S = 1.0
 ARENAS = 2  # glibc's default is 8 per core, each keeping its own freed radiographs
-M_ARENA_MAX = -8  # glibc's malloc.h
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8  # glibc's malloc.h
+# The largest mmap threshold glibc takes on 64-bit (DEFAULT_MMAP_THRESHOLD_MAX): a radiograph
+# of up to 8 million pixels as float32 comes from the heap; larger ones are mapped and unmapped.
+MMAP_THRESHOLD = 32 * 1024 * 1024
+TRIM_THRESHOLD = 2**31 - 1  # never trimmed on free: IdleTrim trims
 
 
 def _libc_function(name: str) -> Any:
@@ -39,15 +44,26 @@ def _malloc_trim() -> Callable[[], None] | None:
     return lambda: trim(0)
 
 
-def cap_arenas(arenas: int = ARENAS) -> bool:
-    """Let the threads created from now on share `arenas` malloc arenas (mallopt
-    M_ARENA_MAX; the environment's MALLOC_ARENA_MAX, read at start, says the same for the
-    whole process). Whether glibc took it."""
+def _mallopt(option: int, value: int) -> bool:
     mallopt = _libc_function("mallopt")
     if mallopt is None:
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return bool(mallopt(M_ARENA_MAX, arenas))
+    return bool(mallopt(option, value))
+
+
+def cap_arenas(arenas: int = ARENAS) -> bool:
+    """Let the threads created from now on share `arenas` malloc arenas (mallopt
+    M_ARENA_MAX; the environment's MALLOC_ARENA_MAX, read at start, says the same for the
+    whole process). Whether glibc took it."""
+    return _mallopt(M_ARENA_MAX, arenas)
+
+
+def keep_freed_memory() -> bool:
+    """From now on, blocks up to MMAP_THRESHOLD come from the heap and freed heap stays with
+    the process until `malloc_trim` (IdleTrim). Whether glibc took both."""
+    return _mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) and _mallopt(M_TRIM_THRESHOLD,
+                                                                    TRIM_THRESHOLD)
 
 
 class IdleTrim:

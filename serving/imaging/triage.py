@@ -27,7 +27,7 @@ from clinassist.serving.dicom import (Finding, Limits, TriageResult, build_secon
                                       radiograph_pixels, read_instance)
 from clinassist.serving.dicom.referable import check_referable
 from clinassist.serving.dicom.results import Flag
-from clinassist.serving.imaging.allocator import IdleTrim, cap_arenas
+from clinassist.serving.imaging.allocator import IdleTrim, cap_arenas, keep_freed_memory
 from clinassist.serving.imaging.model_registry import (ProductionFollower, production_dir,
                                                        version_metadata)
 from clinassist.serving.imaging.operating_points import (OperatingPoint, OperatingPoints,
@@ -49,8 +49,9 @@ CXR_BUNDLE, QC_BUNDLE = "cxr_pneumonia", "qc_radiograph"
 # arena: an API worker grew from 276 to 1,125 MiB over 120 triages at concurrency 8, with
 # the live Python and NumPy objects flat (tracemalloc).
 cap_arenas()  # before the threads below: they and the event loops' pools share two arenas
+keep_freed_memory()  # until QUIET trims it
 CPU_WORK = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="triage")
-QUIET = IdleTrim()  # the freed temporaries go back to the system once triage pauses
+QUIET = IdleTrim()  # the freed temporaries go back to the system once triage or inference pauses
 PIXEL_QC_MESSAGES = {
     "rotated_90": "The image appears rotated by 90 degrees; send it upright.",
     "rotated_180": "The image appears upside down; send it upright.",
@@ -86,6 +87,10 @@ class Models:
     def infer(self, images: list[np.ndarray]) -> list[Inference]:
         """Score every image; images of the same shape share one ONNX Runtime call. Each result
         names the triage model version that scored it."""
+        with QUIET.busy():
+            return self._infer(images)
+
+    def _infer(self, images: list[np.ndarray]) -> list[Inference]:
         cxr = self.cxr  # one version for the whole call, even if the registry changes meanwhile
         by_shape: dict[tuple, list[int]] = defaultdict(list)
         for index, image in enumerate(images):
