@@ -26,6 +26,9 @@ from clinassist.serving.gateway.tls import server_context
 from clinassist.serving.security import AuditTrail
 
 log = logging.getLogger(__name__)
+# The largest P-DATA PDU a sender may send us. pynetdicom's default (16,382 bytes) splits a
+# 7.2 MB radiograph into 440 PDUs, each decoded by Python's state machine; 1 MiB makes it 7.
+MAX_PDU_BYTES = 1 << 20
 RADIOGRAPH_STORAGE = (ComputedRadiographyImageStorage, DigitalXRayImageStorageForPresentation,
                       DigitalXRayImageStorageForProcessing)
 
@@ -46,6 +49,7 @@ class StorageSCP:
     def start(self) -> None:
         ae = AE(ae_title=self.config.ae_title)
         ae.require_called_aet = True
+        ae.maximum_pdu_size = MAX_PDU_BYTES
         ae.require_calling_aet = list(self.config.allowed_calling_ae_titles)
         ae.add_supported_context(Verification)
         for sop_class in RADIOGRAPH_STORAGE:
