@@ -5,6 +5,7 @@ images, then live triages of other Kermany images as they are (no drift), invert
 from __future__ import annotations
 
 import json
+import time
 from datetime import date
 from pathlib import Path
 
@@ -12,10 +13,11 @@ import numpy as np
 import pytest
 
 from service_process import cli
+from test_gateway_support import wait_for
 from clinassist.serving.imaging.feedback import FeedbackStore, Reading
 from clinassist.serving.imaging.monitoring import (PSI_ALERT, Histogram, MonitoringStore,
                                                    Reference, drift)
-from clinassist.serving.imaging.monitoring_metrics import ServiceMonitor
+from clinassist.serving.imaging.monitoring_metrics import Coalesced, ServiceMonitor
 
 SAMPLE = 300  # images drawn from the Kermany training split: half reference, half "live"
 SEED = 14
@@ -137,3 +139,16 @@ def test_psi_is_zero_on_the_reference_itself_and_large_on_disjoint_values():
     histogram = Histogram.fit(values)
     assert histogram.psi(values) == pytest.approx(0.0, abs=1e-9)
     assert histogram.psi(values + 10) > 5
+
+
+def test_the_latest_window_gauges_are_refreshed_once_for_triages_that_come_together():
+    runs: list[float] = []
+    refresh = Coalesced(lambda: runs.append(time.monotonic()), every_s=0.05, name="test-refresh")
+    for _ in range(50):
+        refresh.request()
+    wait_for(lambda: runs, 10, "the first refresh")
+    time.sleep(0.3)  # six refresh intervals: no request is left unserved
+    assert 1 <= len(runs) <= 2  # the first request's run, and one for all that came during it
+    served = len(runs)
+    refresh.request()
+    wait_for(lambda: len(runs) == served + 1, 10, "a refresh for the later triage")

@@ -6,6 +6,8 @@
 - `clinassist_triage_flag_rate`: share flagged urgent among the latest scored triages;
 - `clinassist_drift_psi` (by population, feature): population stability index of the latest
   triages against the validation reference (`monitoring.Reference`);
+  these two are recomputed from the store on a thread of their own, at most every REFRESH_S
+  (reading the latest DRIFT_WINDOW triages took 20 ms, once per request before);
 - `clinassist_feedback_readings_total` (by reading) and `clinassist_feedback_agreement` (by
   measure: sensitivity, specificity) of the flags against the latest readings.
 
@@ -18,6 +20,8 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -32,7 +36,9 @@ from clinassist.serving.imaging.monitoring import (Agreement, ImageStats, Monito
                                                    Reference, TriageEvent, drift)
 from clinassist.serving.imaging.triage import CXR_BUNDLE
 
+log = logging.getLogger(__name__)
 DRIFT_WINDOW = 500  # latest triages the drift statistic and the flag rate are computed on
+REFRESH_S = 1.0
 AGREEMENT_WINDOW = 200  # latest readings the agreement is computed on
 SCORE_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))
 
@@ -74,6 +80,29 @@ def collectors() -> Collectors:
     )
 
 
+class Coalesced:
+    """`function` run on a daemon thread after each `request`, at most once every `every_s`:
+    requests made meanwhile are served by one run."""
+
+    def __init__(self, function: Callable[[], None], every_s: float, name: str) -> None:
+        self._function, self._every_s = function, every_s
+        self._due = threading.Event()
+        threading.Thread(target=self._run, name=name, daemon=True).start()
+
+    def request(self) -> None:
+        self._due.set()
+
+    def _run(self) -> None:
+        while True:
+            self._due.wait()
+            self._due.clear()
+            try:
+                self._function()
+            except Exception:  # e.g. the store locked too long: the next request retries
+                log.exception("%s failed", threading.current_thread().name)
+            time.sleep(self._every_s)
+
+
 class ServiceMonitor:
     """Records each triage and reading durably and updates the collectors."""
 
@@ -81,6 +110,7 @@ class ServiceMonitor:
         self.store, self.feedback = MonitoringStore(home), FeedbackStore(home)
         self.reference = reference
         self.collectors = collectors()
+        self._latest = Coalesced(self._refresh_latest, REFRESH_S, "monitoring-latest-window")
 
     def triage_completed(self, summary: dict, result_id: str, pixels: np.ndarray | None) -> None:
         event = TriageEvent.of(summary, result_id,
@@ -92,6 +122,10 @@ class ServiceMonitor:
             c.qc_rejections.labels(reason=reason).inc()
         if event.probability is not None:
             c.score.labels(population=event.population).observe(event.probability)
+        self._latest.request()
+
+    def _refresh_latest(self) -> None:
+        c = self.collectors
         latest = self.store.events(latest=DRIFT_WINDOW)
         scored = [e for e in latest if e.flag is not None]
         if scored:
@@ -109,7 +143,6 @@ class ServiceMonitor:
 
 
 _lock = threading.Lock()
-log = logging.getLogger(__name__)
 
 
 def service_monitor(state: Any) -> ServiceMonitor:
