@@ -10,8 +10,9 @@ batching off with CLINASSIST_API_WORKERS=2), each sent the CR one at a time and 
 given concurrency. Prints, from that one run:
 
 - p50/p99 of one request at a time, the service's own split (decode, inference including the
-  hop to the model service, encoding of the SR and Secondary Capture), and p50 over decode +
-  inference of the same requests (goal <= 1.5);
+  hop to the model service; encoding of the SR and Secondary Capture when a request built them
+  before answering), and p50 over decode + inference of the same requests (goal <= 1.5); how
+  many answers came before their objects were built, and that every result has them in the end;
 - throughput at the concurrency against cores / CPU time of decode + inference per image
   (goal >= 0.5), and the CPU time every service process spent per request;
 - batching on against off, and two API workers against one;
@@ -40,6 +41,7 @@ from process_stats import (PeakMemory, cpu_seconds, load_average, memory_table, 
                            named_processes, print_memory, settle_rss)
 from clinassist.config import data_dir  # noqa: E402
 from clinassist.serving.dicom import Limits, radiograph_pixels, read_instance  # noqa: E402
+from clinassist.serving.imaging.results_store import ResultStore, results_dir  # noqa: E402
 from clinassist.serving.imaging.triage import Models  # noqa: E402
 
 TRIAGE = "/v1/imaging/triage"
@@ -115,17 +117,29 @@ def measure(home: Path, body: bytes, requests: int, concurrency: int, env: dict)
                                                        concurrency))
         cpu_after = cpu_seconds(processes)
         after = settle_rss(processes)
+        deferred = sum("encode" not in answer["timings_ms"] for _, answer in alone + together)
+        left_pending = objects_left_pending(home)
     finally:
         service.stop()
     latencies = np.array([ms for ms, _ in alone])
     split = {part: float(np.median([answer["timings_ms"][part] for _, answer in alone]))
-             for part in ("decode", "inference", "encode", "total")}
+             for part in ("decode", "inference", "encode", "total")
+             if all(part in answer["timings_ms"] for _, answer in alone)}
     return {"p50": float(np.percentile(latencies, 50)), "p99": float(np.percentile(latencies, 99)),
             "throughput": requests / seconds, "split": split,
             "cpu_ms": {name: (cpu_after[name] - cpu_before[name]) / requests * 1000
                        for name in cpu_before},
             "memory": memory_table(idle, peak.peak, after),
-            "mean_batch": float(np.mean([answer["batch_size"] for _, answer in together]))}
+            "mean_batch": float(np.mean([answer["batch_size"] for _, answer in together])),
+            "deferred": deferred, "left_pending": left_pending}
+
+
+def objects_left_pending(home: Path, wait_s: float = 60) -> int:
+    """Results whose SR and SC are still unbuilt `wait_s` after the last answer (must be 0)."""
+    store, deadline = ResultStore(results_dir(home)), time.monotonic() + wait_s
+    while store.pending() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return len(store.pending())
 
 
 def main() -> None:
@@ -150,6 +164,9 @@ def main() -> None:
     split = off["split"]
     print(f"one at a time: p50 {off['p50']:.0f} ms, p99 {off['p99']:.0f} ms; service split "
           "(median ms): " + ", ".join(f"{k} {v:.0f}" for k, v in split.items()))
+    print(f"  SR and SC built after the answer for {off['deferred']} of {2 * args.requests} "
+          f"requests; results still without them a minute later: {off['left_pending']} (must "
+          "be 0)")
     work_ms = split["decode"] + split["inference"]
     print(f"  p50 / (decode + inference) = {off['p50'] / work_ms:.2f} (goal <= 1.5)")
     ideal = cores / (work.cpu / 1000)

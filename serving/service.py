@@ -7,7 +7,9 @@ DICOM routes take raw bodies, so BentoML's own request parsing never sees them.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 import warnings
 from typing import Annotated
 
@@ -27,6 +29,7 @@ from clinassist.serving.gateway import admin_api, worklist_api
 from clinassist.serving.gateway.queue import JOB_STATES
 from clinassist.serving.medication import api as medication_api
 from clinassist.serving.medication import cds_api
+from clinassist.serving.imaging.later_objects import LaterObjects
 from clinassist.serving.imaging.results_store import ResultStore, results_dir
 from clinassist.serving.last_resort import LastResort
 from clinassist.serving.stopping import AnswerBeforeStopping
@@ -115,6 +118,9 @@ class Clinassist:
         keep_identifiers_out_of_logs()
         api.state.pipeline = Pipeline(describe_bundles(home_dir()), self.infer)
         api.state.results = ResultStore(results_dir(home_dir()))
+        api.state.later = LaterObjects(api.state.pipeline, api.state.results)
+        threading.Thread(target=asyncio.run, args=(api.state.later.recover(),), daemon=True,
+                         name="results-left-pending").start()
 
     async def infer(self, images: list[np.ndarray]) -> list[dict]:
         try:

@@ -48,7 +48,7 @@ def test_transfer_syntaxes_give_the_same_probability(service):
     reference = answers["RG1_UNCR"]["probability"]
     assert abs(answers["RG1_J2KR"]["probability"] - reference) <= 1e-4
     assert abs(answers["RG1_J2KI"]["probability"] - reference) <= LOSSY_BOUND
-    assert set(answers["RG1_UNCR"]["timings_ms"]) >= {"decode", "inference", "encode", "total"}
+    assert set(answers["RG1_UNCR"]["timings_ms"]) >= {"decode", "inference", "total"}
 
 
 @pytest.mark.parametrize("name, expected", [
@@ -115,6 +115,7 @@ def test_health_metrics_and_openapi_are_open(service):
 def test_results_come_back_as_valid_dicom_in_the_source_study(service, tmp_path):
     answer = post(service, real_cr(), params="?include=sr,sc").json()
     assert answer["sr"] and answer["sc"]
+    assert "encode" in answer["timings_ms"]  # embedded: built before the answer
     source = pydicom.dcmread(io.BytesIO(real_cr()), stop_before_pixels=True)
     for kind in ("sr", "sc"):
         response = httpx.get(service.url + answer["objects"][kind],

@@ -9,7 +9,7 @@ new series and naming the model in Contributing Equipment Sequence (PS3.3 C.12.1
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -83,6 +83,19 @@ class TriageResult:
     @property
     def pneumonia_present(self) -> bool:
         return self.probability is not None and self.probability >= self.threshold
+
+    def as_record(self) -> dict:
+        """JSON-ready, every number exact (`from_record` gives back an equal result)."""
+        record = asdict(self)
+        record["cam"] = None if self.cam is None else {"dtype": str(self.cam.dtype),
+                                                         "values": self.cam.tolist()}
+        return record
+
+    @classmethod
+    def from_record(cls, record: dict) -> TriageResult:
+        cam = record["cam"]
+        return cls(**{**record, "qc_reasons": [tuple(pair) for pair in record["qc_reasons"]],
+                      "cam": None if cam is None else np.asarray(cam["values"], cam["dtype"])})
 
 
 def _model_equipment(result: TriageResult) -> ContributingEquipment:

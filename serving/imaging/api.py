@@ -88,23 +88,36 @@ def instances(body: bytes, content_type: str) -> tuple[list[bytes], bool]:
 
 
 async def triage_one(request: Request, data: bytes, include: set[str]) -> tuple[int, dict]:
-    pipeline, store = request.app.state.pipeline, request.app.state.results
+    """Answers once the model has scored the image, the SR and SC built after it (LaterObjects),
+    unless the request embeds them or this process has enough results waiting already."""
+    pipeline, store, later = (request.app.state.pipeline, request.app.state.results,
+                              request.app.state.later)
+    slot = not include and later.reserve()  # to build this result's objects after answering
     try:
-        outcome = await pipeline.triage(data)
-    except DicomRejection as rejection:
-        return rejection.http_status, {"error": rejection.code, "reason": rejection.message}
-    except ModelBusy as busy:
-        return 503, {"error": "busy", "reason": str(busy)}
-    if patient_id := str(outcome.source.get("PatientID") or ""):  # Type 2: may be empty
-        request.state.audit_patient_ids.append(patient_id)
-    objects = outcome.objects
-    summary = outcome.summary()
-    result_id = await run_in_threadpool(store.save, summary, objects)  # fsync: off the loop
+        try:
+            outcome = await (pipeline.decide(data) if slot else pipeline.triage(data))
+        except DicomRejection as rejection:
+            return rejection.http_status, {"error": rejection.code, "reason": rejection.message}
+        except ModelBusy as busy:
+            return 503, {"error": "busy", "reason": str(busy)}
+        if patient_id := str(outcome.source.get("PatientID") or ""):  # Type 2: may be empty
+            request.state.audit_patient_ids.append(patient_id)
+        summary = outcome.summary()
+        if slot:  # fsync'd with its source before the answer: off the loop
+            claim = await run_in_threadpool(store.accept, summary, data, outcome.result)
+            later.build(claim, outcome)
+            slot = False  # the build's now
+            result_id = claim.result_id
+        else:
+            result_id = await run_in_threadpool(store.save, summary, outcome.objects)
+    finally:
+        if slot:
+            later.unreserve()
     await run_in_threadpool(record_triage, request.app.state, summary, result_id, outcome.pixels)
     body = {"id": result_id, **summary,
             "objects": {kind: f"/v1/imaging/results/{result_id}/{kind}" for kind in OBJECT_KINDS}}
     for kind in include & set(OBJECT_KINDS):
-        body[kind] = base64.b64encode(objects[kind]).decode()
+        body[kind] = base64.b64encode(outcome.objects[kind]).decode()
     return 200, body
 
 
@@ -140,7 +153,13 @@ async def result_summary(request: Request, result_id: str) -> Response:
 
 async def result_object(request: Request, result_id: str, kind: str) -> Response:
     """GET /v1/imaging/results/{id}/{sr|sc|json}: a stored result object."""
-    data = request.app.state.results.read(result_id, kind)
+    store = request.app.state.results
+    if store.is_pending(result_id) and kind in OBJECT_KINDS:
+        if not await request.app.state.later.wait(result_id):
+            return JSONResponse({"error": "not-ready", "reason": "the result's SR and Secondary "
+                                 "Capture are still being built; retry shortly"},
+                                status_code=503, headers={"Retry-After": "5"})
+    data = store.read(result_id, kind)
     if data is None:
         return error(404, "not-found", "no such result (or object kind: sr, sc, json)")
     return Response(data, media_type="application/json" if kind == "json" else DICOM_TYPE)

@@ -1,22 +1,35 @@
 """Durable storage of triage results: the JSON summary, the SR and the Secondary Capture.
 
-Each result is written to a temporary folder, fsync'd, then renamed into place, so a result
-is either complete on disk or absent. A result is never changed once written and is found by
-its random id alone, so replicas need no index to share results: only one folder that all of
-them mount (`CLINASSIST_RESULTS_DIR`; a POSIX filesystem with atomic rename, e.g. NFS or
-CephFS; not an object store mounted through FUSE).
+A result is written to a temporary folder, fsync'd, then renamed into place, so it is either
+on disk or absent. It is complete at once (`save`), or accepted first and completed later
+(`accept`, then `complete`): an accepted result holds its summary, the source instance and the
+`TriageResult` its objects are built from (`pending.json`), so a process that dies before
+completing it leaves all another process needs to complete it (`claim`). The process
+completing a result holds an exclusive `flock` on its `pending.json` until done.
+
+A result is never changed once complete and is found by its random id alone, so replicas need
+no index to share results: only one folder that all of them mount (`CLINASSIST_RESULTS_DIR`; a
+POSIX filesystem with atomic rename and `flock`, e.g. NFS or CephFS; not an object store
+mounted through FUSE).
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import uuid
+from dataclasses import dataclass
+from io import BytesIO
 from pathlib import Path
 
 from pydicom import Dataset
 
+from clinassist.serving.dicom.results import TriageResult
+from clinassist.serving.durable import fsync_folder, write_and_sync, write_synced
+
 KINDS = {"sr": "sr.dcm", "sc": "sc.dcm", "json": "summary.json"}
+SOURCE, PENDING = "source.dcm", "pending.json"  # present until the SR and SC are written
 RESULTS_DIR_ENV = "CLINASSIST_RESULTS_DIR"
 
 
@@ -26,19 +39,23 @@ def results_dir(home: Path) -> Path:
     return Path(configured).expanduser() if configured else home / "results"
 
 
-def _write_synced(path: Path, data: bytes) -> None:
-    with open(path, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
 def dicom_bytes(ds: Dataset) -> bytes:
-    from io import BytesIO
-
     buffer = BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
     return buffer.getvalue()
+
+
+@dataclass
+class Claim:
+    """The right to complete an accepted result: its lock, held until `release`."""
+
+    result_id: str
+    result: TriageResult
+    source: bytes
+    _lock: int
+
+    def release(self) -> None:
+        os.close(self._lock)
 
 
 class ResultStore:
@@ -47,14 +64,74 @@ class ResultStore:
         folder.mkdir(parents=True, exist_ok=True)
 
     def save(self, summary: dict, objects: dict[str, bytes]) -> str:
+        """Store a complete result; its id."""
         result_id = uuid.uuid4().hex
+        self._place(result_id, summary, {KINDS[kind]: data for kind, data in objects.items()})
+        return result_id
+
+    def accept(self, summary: dict, source: bytes, result: TriageResult) -> Claim:
+        """Store the summary of a result whose objects are built later from `source` and
+        `result`; the caller holds the returned claim until `complete`."""
+        result_id = uuid.uuid4().hex
+        record = json.dumps(result.as_record()).encode()
+        lock = self._place(result_id, summary, {SOURCE: source, PENDING: record}, locked=PENDING)
+        return Claim(result_id, result, source, lock)
+
+    def _place(self, result_id: str, summary: dict, files: dict[str, bytes],
+               locked: str | None = None) -> int:
+        """Write the result's folder; with `locked`, that file's lock, taken before the result
+        is visible under its id (else -1)."""
         staging = self.folder / f".{result_id}.partial"
         staging.mkdir()
-        for kind, data in objects.items():
-            _write_synced(staging / KINDS[kind], data)
-        _write_synced(staging / KINDS["json"], json.dumps({**summary, "id": result_id}).encode())
+        for name, data in files.items():
+            write_and_sync(staging / name, data)
+        write_and_sync(staging / KINDS["json"], json.dumps({**summary, "id": result_id}).encode())
+        lock = -1
+        if locked is not None:
+            lock = os.open(staging / locked, os.O_RDONLY)
+            fcntl.flock(lock, fcntl.LOCK_EX)
         os.rename(staging, self.folder / result_id)
-        return result_id
+        fsync_folder(self.folder)
+        return lock
+
+    def complete(self, claim: Claim, objects: dict[str, bytes]) -> None:
+        """Write the SR and SC of an accepted result, then drop its source: complete."""
+        folder = self.folder / claim.result_id
+        for kind, data in objects.items():
+            write_synced(folder / KINDS[kind], data)
+        (folder / SOURCE).unlink()
+        (folder / PENDING).unlink()  # last: the mark of a result still to complete
+        fsync_folder(folder)
+
+    def is_pending(self, result_id: str) -> bool:
+        return result_id.isalnum() and (self.folder / result_id / PENDING).is_file()
+
+    def pending(self) -> list[str]:
+        """Ids of the accepted results not yet complete."""
+        return sorted(path.parent.name for path in self.folder.glob(f"*/{PENDING}")
+                      if path.parent.name.isalnum())
+
+    def claim(self, result_id: str) -> Claim | None:
+        """The claim on an accepted result that no live process holds (its process died), or
+        None: complete already, or being completed."""
+        try:
+            lock = os.open(self.folder / result_id / PENDING, os.O_RDONLY)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if os.fstat(lock).st_nlink == 0:  # completed between the open and the lock
+                raise BlockingIOError
+            with os.fdopen(os.dup(lock), "rb") as record:
+                result = TriageResult.from_record(json.load(record))
+            source = (self.folder / result_id / SOURCE).read_bytes()
+        except BlockingIOError:
+            os.close(lock)
+            return None
+        except BaseException:
+            os.close(lock)
+            raise
+        return Claim(result_id, result, source, lock)
 
     def read(self, result_id: str, kind: str) -> bytes | None:
         if kind not in KINDS or not result_id.isalnum():

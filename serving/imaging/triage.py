@@ -51,6 +51,9 @@ CXR_BUNDLE, QC_BUNDLE = "cxr_pneumonia", "qc_radiograph"
 cap_arenas()  # before the threads below: they and the event loops' pools share two arenas
 keep_freed_memory()  # until QUIET trims it
 CPU_WORK = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="triage")
+# Result objects built after the answer: one thread, so the requests being answered keep the
+# other cores (and CPU_WORK's threads) for their decoding.
+LATER_WORK = ThreadPoolExecutor(max_workers=1, thread_name_prefix="triage-later")
 QUIET = IdleTrim()  # the freed temporaries go back to the system once triage or inference pauses
 PIXEL_QC_MESSAGES = {
     "rotated_90": "The image appears rotated by 90 degrees; send it upright.",
@@ -166,7 +169,8 @@ class Triage:
     sc: Dataset | None = None
     operating_point: OperatingPoint | None = None
     objects: dict[str, bytes] = field(default_factory=dict)  # "sr", "sc": Part 10, written once
-    pixels: np.ndarray | None = None  # the display-ready image, for monitoring
+    pixels: np.ndarray | None = None  # the display-ready image, for monitoring and the SC
+    report: TriageResult | None = None  # what the SR says: `result` with the study's priority
 
     def summary(self) -> dict:
         point = self.operating_point
@@ -250,30 +254,59 @@ class Pipeline:
         """Raises `DicomRejection` for input that is not a usable DICOM instance.
         `study_priority`, if given, puts the study's worklist priority into the SR."""
         with QUIET.busy():
-            return await self._triage(data, study_priority)
+            clock = Stopwatch()
+            triage = await self._decide(data, study_priority, clock)
+            await self._encode(triage, in_parallel=True)
+            clock.lap("encode")
+            triage.timings_ms = clock.laps
+            return triage
 
-    async def _triage(self, data: bytes, study_priority: StudyPriority | None) -> Triage:
-        clock = Stopwatch()
+    async def decide(self, data: bytes) -> Triage:
+        """`triage` without the result objects: `encode` builds them."""
+        with QUIET.busy():
+            clock = Stopwatch()
+            triage = await self._decide(data, None, clock)
+            triage.timings_ms = clock.laps
+            return triage
+
+    async def encode(self, triage: Triage) -> None:
+        """Build the SR and Secondary Capture of a decided triage, on LATER_WORK's thread."""
+        with QUIET.busy():
+            await self._encode(triage, in_parallel=False)
+
+    async def objects_of(self, result: TriageResult, data: bytes) -> dict[str, bytes]:
+        """The SR and Secondary Capture of `result` for the instance `data` (as `encode`
+        builds them, for a result accepted before its objects were built)."""
+        source = await in_cpu_work(read_instance, data, self.limits)
+        triage = Triage(source, [], result, None, pixels=await in_cpu_work(radiograph_pixels,
+                                                                           source))
+        await self.encode(triage)
+        return triage.objects
+
+    async def _decide(self, data: bytes, study_priority: StudyPriority | None,
+                      clock: Stopwatch) -> Triage:
         assessed = await self.assess(data, clock)
         description = self.description.of_version(assessed.inference.get("model_version"))
         point = description.operating_points().for_age(assessed.age_years)
         result = self.result(assessed, point, description)
-        triage = Triage(assessed.source, assessed.findings, result, assessed.pixel_qc,
-                        batch_size=assessed.inference["batch_size"], operating_point=point,
-                        pixels=assessed.pixels)
-        if study_priority is not None:
-            sr_result = replace(result, study_priority=study_priority(assessed.source, result))
+        report = result if study_priority is None else replace(
+            result, study_priority=study_priority(assessed.source, result))
+        return Triage(assessed.source, assessed.findings, result, assessed.pixel_qc,
+                      batch_size=assessed.inference["batch_size"], operating_point=point,
+                      pixels=assessed.pixels, report=report)
+
+    async def _encode(self, triage: Triage, in_parallel: bool) -> None:
+        report = triage.report or triage.result
+        if in_parallel:  # the SR is Python, the picture mostly Pillow's C (no GIL)
+            (triage.sr, sr_bytes), (triage.sc, sc_bytes) = await asyncio.gather(
+                in_cpu_work(_encoded, build_sr, triage.source, report),
+                in_cpu_work(_encoded, build_secondary_capture, triage.source, triage.pixels,
+                            triage.result))
         else:
-            sr_result = result
-        # Both objects at once: the SR is Python, the picture mostly Pillow's C (no GIL).
-        (triage.sr, sr_bytes), (triage.sc, sc_bytes) = await asyncio.gather(
-            in_cpu_work(_encoded, build_sr, assessed.source, sr_result),
-            in_cpu_work(_encoded, build_secondary_capture, assessed.source, assessed.pixels,
-                        result))
+            (triage.sr, sr_bytes), (triage.sc, sc_bytes) = await asyncio.get_running_loop(
+            ).run_in_executor(LATER_WORK, _encoded_both, triage.source, triage.pixels,
+                              triage.result, report)
         triage.objects = {"sr": sr_bytes, "sc": sc_bytes}
-        clock.lap("encode")
-        triage.timings_ms = clock.laps
-        return triage
 
     def result(self, assessed: Assessment, point: OperatingPoint,
                description: Description | None = None) -> TriageResult:
@@ -299,6 +332,12 @@ def in_cpu_work(function: Callable[..., T], *arguments) -> Awaitable[T]:
 def _encoded(build: Callable[..., Dataset], *arguments) -> tuple[Dataset, bytes]:
     ds = build(*arguments)
     return ds, dicom_bytes(ds)
+
+
+def _encoded_both(source: Dataset, pixels: np.ndarray, result: TriageResult,
+                  report: TriageResult) -> tuple[tuple[Dataset, bytes], tuple[Dataset, bytes]]:
+    return (_encoded(build_sr, source, report),
+            _encoded(build_secondary_capture, source, pixels, result))
 
 
 class Stopwatch:
