@@ -29,6 +29,10 @@ def named_processes(root_pid: int) -> dict[str, psutil.Process]:
             name = "orthanc"  # before the gateway: its scratch folder may say gateway
         elif "serve" in command and any("bentoml" in part for part in command):
             name = "bentoml arbiter"
+        elif any("resource_tracker" in part for part in command):
+            name = "multiprocessing resource tracker"
+        elif any("multiprocessing" in part for part in command):
+            name = "object builder"  # an API worker's process building SRs and SCs
         elif "clinassist.serving.gateway" in command or "gateway" in command:
             name = "gateway"  # python -m clinassist.serving.gateway serve, clinassist gateway
         else:

@@ -8,9 +8,7 @@ DICOM routes take raw bodies, so BentoML's own request parsing never sees them.
 from __future__ import annotations
 
 import asyncio
-import logging
 import threading
-import warnings
 from typing import Annotated
 
 import aiohttp
@@ -20,9 +18,9 @@ import httpx
 import numpy as np
 from bentoml.exceptions import ServiceUnavailable
 from fastapi import FastAPI
-from pydicom import config as pydicom_config
 
 from clinassist.config import api_workers, home_dir, max_batch_size
+from clinassist.serving.dicom.quiet import keep_identifiers_out_of_logs
 from clinassist.serving.imaging import api as imaging_api
 from clinassist.serving.imaging import feedback_api
 from clinassist.serving.gateway import admin_api, worklist_api
@@ -84,15 +82,6 @@ api.add_api_route("/gateway/jobs/{job_id}/retry", admin_api.retry, methods=["POS
                   tags=["gateway"])
 
 
-def keep_identifiers_out_of_logs() -> None:
-    """pydicom's value checks and highdicom's warnings quote the values they find (a malformed
-    Patient's Name, whole headers read as a UID) and its INFO lines name instance UIDs; the
-    service reads headers as they come and never logs a value, so both are kept quiet."""
-    pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
-    warnings.filterwarnings("ignore", category=UserWarning, module="highdicom")
-    logging.getLogger("highdicom").setLevel(logging.ERROR)  # its WARNINGs quote patient names
-
-
 @bentoml.service(name="triage-model", workers=1)
 class TriageModel:
     """ONNX Runtime over the triage and QC bundles; requests arriving together share a batch."""
@@ -118,7 +107,7 @@ class Clinassist:
         keep_identifiers_out_of_logs()
         api.state.pipeline = Pipeline(describe_bundles(home_dir()), self.infer)
         api.state.results = ResultStore(results_dir(home_dir()))
-        api.state.later = LaterObjects(api.state.pipeline, api.state.results)
+        api.state.later = LaterObjects(api.state.results)
         threading.Thread(target=asyncio.run, args=(api.state.later.recover(),), daemon=True,
                          name="results-left-pending").start()
 

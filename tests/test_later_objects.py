@@ -6,13 +6,17 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import subprocess
+import sys
 
 import httpx
 import numpy as np
+import psutil
 import pydicom
 import pytest
 
 from dicom_fixtures import dciodvfy_errors, real_cr
+from test_gateway_support import wait_for
 from clinassist.serving.dicom.results import TriageResult
 from clinassist.serving.imaging.later_objects import LaterObjects
 from clinassist.serving.imaging.results_store import PENDING, SOURCE, Claim, ResultStore
@@ -65,11 +69,11 @@ def test_a_result_its_process_left_pending_is_built_by_the_next_to_look(pipeline
     assert store.claim(result_id) is None  # its process is alive and building
     claim.release()  # that process dies before building: the kernel drops its lock
 
-    assert asyncio.run(LaterObjects(pipeline, ResultStore(tmp_path)).recover()) == 1
+    assert asyncio.run(LaterObjects(ResultStore(tmp_path)).recover()) == 1
     assert store.pending() == [] and not store.is_pending(result_id)
     assert not (tmp_path / result_id / SOURCE).exists()  # the radiograph goes once built
     assert store.claim(result_id) is None  # complete
-    asyncio.run(pipeline.encode(triage))  # as the accepting process would have built them
+    inline = asyncio.run(pipeline.triage(real_cr()))  # objects built before answering
     for kind in ("sr", "sc"):
         path = tmp_path / f"{kind}.dcm"
         path.write_bytes(store.read(result_id, kind))
@@ -77,7 +81,7 @@ def test_a_result_its_process_left_pending_is_built_by_the_next_to_look(pipeline
     assert sr_probability(store.read(result_id, "sr")) == pytest.approx(
         triage.result.probability, abs=1e-6)
     recovered = pydicom.dcmread(io.BytesIO(store.read(result_id, "sc"))).pixel_array
-    assert np.array_equal(recovered, pydicom.dcmread(io.BytesIO(triage.objects["sc"])).pixel_array)
+    assert np.array_equal(recovered, pydicom.dcmread(io.BytesIO(inline.objects["sc"])).pixel_array)
 
 
 def test_a_get_waits_for_the_objects_being_built_after_the_answer(service, tmp_path):
@@ -106,3 +110,25 @@ def test_a_get_builds_the_objects_a_dead_replica_left_pending(service, pipeline)
     assert sr_probability(response.content) == pytest.approx(triage.result.probability,
                                                              abs=1e-6)
     assert not store.is_pending(claim.result_id)
+
+
+BUILDER_OWNER = """
+import time
+from clinassist.serving.imaging.object_builder import builder
+pool = builder()
+pool.submit(int).result()
+print(*pool._processes, flush=True)
+time.sleep(120)
+"""
+
+
+def test_the_builder_process_ends_with_the_api_worker_even_killed():
+    owner = subprocess.Popen([sys.executable, "-c", BUILDER_OWNER], stdout=subprocess.PIPE,
+                             text=True)
+    try:
+        builder_pid = int(owner.stdout.readline())
+        assert psutil.pid_exists(builder_pid)
+    finally:
+        owner.kill()  # SIGKILL: no chance to stop its children
+        owner.wait()
+    wait_for(lambda: not psutil.pid_exists(builder_pid), 10, "the builder to end")

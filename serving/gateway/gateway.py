@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from clinassist.serving.dicom.quiet import read_standard_tables
 from clinassist.serving.gateway.catchup import CatchUp
 from clinassist.serving.gateway.config import GatewayConfig
 from clinassist.serving.gateway.intake import Intake
@@ -57,7 +58,7 @@ class Gateway:
         return self.models.infer(images)
 
     def start(self) -> None:
-        _read_standard_tables()
+        read_standard_tables()  # before the SCP listens: held up by it, a stop signal waits
         self.queue.recover()
         self._threads = [threading.Thread(target=self._run, name=f"gateway-worker-{n}",
                                           daemon=True) for n in range(self.config.workers)]
@@ -103,15 +104,3 @@ class Gateway:
             if not busy:
                 self._work.wait(IDLE_POLL_S)
                 self._work.clear()
-
-
-def _read_standard_tables() -> None:
-    """highdicom parses its tables of the DICOM standard (a 22 MB JSON file) when it writes its
-    first SR or Secondary Capture, in one call that holds the GIL for a second or more (several
-    on a loaded machine). Parsed before the SCP listens, they hold up neither the first C-STOREs
-    nor a stop signal, which the main thread handles only once it has the GIL."""
-    from highdicom._standard_utils import (get_iod_module_map, get_module_attribute_map,
-                                           get_sop_class_iod_map)
-
-    for table in (get_sop_class_iod_map, get_iod_module_map, get_module_attribute_map):
-        table()

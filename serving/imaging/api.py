@@ -105,7 +105,7 @@ async def triage_one(request: Request, data: bytes, include: set[str]) -> tuple[
         summary = outcome.summary()
         if slot:  # fsync'd with its source before the answer: off the loop
             claim = await run_in_threadpool(store.accept, summary, data, outcome.result)
-            later.build(claim, outcome)
+            later.build(claim)
             slot = False  # the build's now
             result_id = claim.result_id
         else:

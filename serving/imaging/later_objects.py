@@ -2,13 +2,13 @@
 
 A triage over HTTP answers once the model has scored the image: its summary, the source
 instance and the result are fsync'd (`ResultStore.accept`), then the SR and Secondary Capture
-are built on a background thread and stored (`ResultStore.complete`). A GET of an object not
-yet written waits for it. Nothing accepted is lost: a process that dies first leaves the
-result pending with its source, and the next one to look (the service's start, or a GET from
-any replica) builds the objects from it, the same SR and picture for the same result.
+are built in a process of its own (`object_builder`) and stored (`ResultStore.complete`). A GET
+of an object not yet written waits for it. Nothing accepted is lost: a process that dies first
+leaves the result pending with its source, and the next one to look (the service's start, or
+a GET from any replica) builds the objects from it, the same SR and picture for the same result.
 
 At most `slots` results per process wait for their objects; past that, a request builds its
-own before answering, so a burst cannot pile up radiographs in memory.
+own before answering, so a burst cannot pile up work behind the answers.
 """
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ import asyncio
 import logging
 import threading
 import time
+from concurrent.futures.process import BrokenProcessPool
 
+from clinassist.serving.imaging.object_builder import build_objects, builder
 from clinassist.serving.imaging.results_store import Claim, ResultStore
-from clinassist.serving.imaging.triage import Pipeline, Triage
 
 log = logging.getLogger(__name__)
 SLOTS = 2
@@ -28,11 +29,13 @@ POLL_S = 0.02
 
 
 class LaterObjects:
-    def __init__(self, pipeline: Pipeline, store: ResultStore, slots: int = SLOTS) -> None:
-        self.pipeline, self.store, self.slots = pipeline, store, slots
+    def __init__(self, store: ResultStore, slots: int = SLOTS) -> None:
+        self.store, self.slots = store, slots
         self._lock = threading.Lock()
         self._in_flight = 0
         self._tasks: set[asyncio.Task] = set()
+        self._builder = builder()
+        self._builder.submit(int)  # started now rather than by the first answer
 
     def reserve(self) -> bool:
         """Take a slot for one result to build later; False when all are taken."""
@@ -46,22 +49,31 @@ class LaterObjects:
         with self._lock:
             self._in_flight -= 1
 
-    def build(self, claim: Claim, triage: Triage) -> None:
+    def build(self, claim: Claim) -> None:
         """Build and store the objects of an accepted result in the background (its slot
         reserved)."""
-        task = asyncio.get_running_loop().create_task(self._build(claim, triage))
+        task = asyncio.get_running_loop().create_task(self._build(claim))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _build(self, claim: Claim, triage: Triage) -> None:
+    async def _build(self, claim: Claim) -> None:
         try:
-            await self.pipeline.encode(triage)
-            await asyncio.to_thread(self.store.complete, claim, triage.objects)
+            await self._complete(claim)
         except Exception:  # the result stays pending with its source: built at the next look
             log.exception("building the objects of a result failed; it stays pending")
         finally:
             claim.release()
             self.unreserve()
+
+    async def _complete(self, claim: Claim) -> None:
+        source, record = self.store.source_path(claim.result_id), claim.result.as_record()
+        loop = asyncio.get_running_loop()
+        try:
+            objects = await loop.run_in_executor(self._builder, build_objects, source, record)
+        except BrokenProcessPool:  # the builder died (killed, out of memory): a new one
+            self._builder = builder()
+            objects = await loop.run_in_executor(self._builder, build_objects, source, record)
+        await asyncio.to_thread(self.store.complete, claim, objects)
 
     async def wait(self, result_id: str, wait_s: float = WAIT_S) -> bool:
         """Wait until a pending result is complete, building it here if its process died.
@@ -89,8 +101,7 @@ class LaterObjects:
     async def _complete_orphan(self, claim: Claim) -> bool:
         """Build and store the objects of a result its process left pending; whether done."""
         try:
-            objects = await self.pipeline.objects_of(claim.result, claim.source)
-            await asyncio.to_thread(self.store.complete, claim, objects)
+            await self._complete(claim)
         except Exception:
             log.exception("building the objects of a result left pending failed")
             return False

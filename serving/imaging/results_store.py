@@ -51,7 +51,6 @@ class Claim:
 
     result_id: str
     result: TriageResult
-    source: bytes
     _lock: int
 
     def release(self) -> None:
@@ -75,7 +74,7 @@ class ResultStore:
         result_id = uuid.uuid4().hex
         record = json.dumps(result.as_record()).encode()
         lock = self._place(result_id, summary, {SOURCE: source, PENDING: record}, locked=PENDING)
-        return Claim(result_id, result, source, lock)
+        return Claim(result_id, result, lock)
 
     def _place(self, result_id: str, summary: dict, files: dict[str, bytes],
                locked: str | None = None) -> int:
@@ -124,14 +123,17 @@ class ResultStore:
                 raise BlockingIOError
             with os.fdopen(os.dup(lock), "rb") as record:
                 result = TriageResult.from_record(json.load(record))
-            source = (self.folder / result_id / SOURCE).read_bytes()
         except BlockingIOError:
             os.close(lock)
             return None
         except BaseException:
             os.close(lock)
             raise
-        return Claim(result_id, result, source, lock)
+        return Claim(result_id, result, lock)
+
+    def source_path(self, result_id: str) -> Path:
+        """Where an accepted result keeps its instance until complete."""
+        return self.folder / result_id / SOURCE
 
     def read(self, result_id: str, kind: str) -> bytes | None:
         if kind not in KINDS or not result_id.isalnum():

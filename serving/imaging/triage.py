@@ -51,9 +51,6 @@ CXR_BUNDLE, QC_BUNDLE = "cxr_pneumonia", "qc_radiograph"
 cap_arenas()  # before the threads below: they and the event loops' pools share two arenas
 keep_freed_memory()  # until QUIET trims it
 CPU_WORK = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="triage")
-# Result objects built after the answer: one thread, so the requests being answered keep the
-# other cores (and CPU_WORK's threads) for their decoding.
-LATER_WORK = ThreadPoolExecutor(max_workers=1, thread_name_prefix="triage-later")
 QUIET = IdleTrim()  # the freed temporaries go back to the system once triage or inference pauses
 PIXEL_QC_MESSAGES = {
     "rotated_90": "The image appears rotated by 90 degrees; send it upright.",
@@ -256,32 +253,19 @@ class Pipeline:
         with QUIET.busy():
             clock = Stopwatch()
             triage = await self._decide(data, study_priority, clock)
-            await self._encode(triage, in_parallel=True)
+            await self._encode(triage)
             clock.lap("encode")
             triage.timings_ms = clock.laps
             return triage
 
     async def decide(self, data: bytes) -> Triage:
-        """`triage` without the result objects: `encode` builds them."""
+        """`triage` without the result objects (`object_builder` builds them from the stored
+        instance)."""
         with QUIET.busy():
             clock = Stopwatch()
             triage = await self._decide(data, None, clock)
             triage.timings_ms = clock.laps
             return triage
-
-    async def encode(self, triage: Triage) -> None:
-        """Build the SR and Secondary Capture of a decided triage, on LATER_WORK's thread."""
-        with QUIET.busy():
-            await self._encode(triage, in_parallel=False)
-
-    async def objects_of(self, result: TriageResult, data: bytes) -> dict[str, bytes]:
-        """The SR and Secondary Capture of `result` for the instance `data` (as `encode`
-        builds them, for a result accepted before its objects were built)."""
-        source = await in_cpu_work(read_instance, data, self.limits)
-        triage = Triage(source, [], result, None, pixels=await in_cpu_work(radiograph_pixels,
-                                                                           source))
-        await self.encode(triage)
-        return triage.objects
 
     async def _decide(self, data: bytes, study_priority: StudyPriority | None,
                       clock: Stopwatch) -> Triage:
@@ -295,17 +279,12 @@ class Pipeline:
                       batch_size=assessed.inference["batch_size"], operating_point=point,
                       pixels=assessed.pixels, report=report)
 
-    async def _encode(self, triage: Triage, in_parallel: bool) -> None:
-        report = triage.report or triage.result
-        if in_parallel:  # the SR is Python, the picture mostly Pillow's C (no GIL)
-            (triage.sr, sr_bytes), (triage.sc, sc_bytes) = await asyncio.gather(
-                in_cpu_work(_encoded, build_sr, triage.source, report),
-                in_cpu_work(_encoded, build_secondary_capture, triage.source, triage.pixels,
-                            triage.result))
-        else:
-            (triage.sr, sr_bytes), (triage.sc, sc_bytes) = await asyncio.get_running_loop(
-            ).run_in_executor(LATER_WORK, _encoded_both, triage.source, triage.pixels,
-                              triage.result, report)
+    async def _encode(self, triage: Triage) -> None:
+        # Both objects at once: the SR is Python, the picture mostly Pillow's C (no GIL).
+        (triage.sr, sr_bytes), (triage.sc, sc_bytes) = await asyncio.gather(
+            in_cpu_work(_encoded, build_sr, triage.source, triage.report or triage.result),
+            in_cpu_work(_encoded, build_secondary_capture, triage.source, triage.pixels,
+                        triage.result))
         triage.objects = {"sr": sr_bytes, "sc": sc_bytes}
 
     def result(self, assessed: Assessment, point: OperatingPoint,
@@ -332,12 +311,6 @@ def in_cpu_work(function: Callable[..., T], *arguments) -> Awaitable[T]:
 def _encoded(build: Callable[..., Dataset], *arguments) -> tuple[Dataset, bytes]:
     ds = build(*arguments)
     return ds, dicom_bytes(ds)
-
-
-def _encoded_both(source: Dataset, pixels: np.ndarray, result: TriageResult,
-                  report: TriageResult) -> tuple[tuple[Dataset, bytes], tuple[Dataset, bytes]]:
-    return (_encoded(build_sr, source, report),
-            _encoded(build_secondary_capture, source, pixels, result))
 
 
 class Stopwatch:

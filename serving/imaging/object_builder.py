@@ -1,0 +1,60 @@
+"""The SR and Secondary Capture of an accepted result, built in a process of its own.
+
+Building them is a hundred milliseconds of CPU, much of it Python (highdicom) holding the
+GIL: on a thread of the API worker it stretched the answers being given meanwhile (the
+monitoring record of a request, 2 ms alone, took 28). In this process it takes a core, not the
+interpreter. It reads the instance from the result's folder, so only a path and the result
+cross over, and imports neither ONNX Runtime nor the web stack.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+from clinassist.serving.dicom import (Limits, TriageResult, build_secondary_capture, build_sr,
+                                      radiograph_pixels, read_instance)
+from clinassist.serving.dicom.quiet import keep_identifiers_out_of_logs, read_standard_tables
+from clinassist.serving.imaging.allocator import IdleTrim, cap_arenas, keep_freed_memory
+from clinassist.serving.imaging.results_store import dicom_bytes
+
+QUIET = IdleTrim()
+PARENT_POLL_S = 0.5
+
+
+def builder() -> ProcessPoolExecutor:
+    """One process building objects (spawned: the caller's threads are not forked)."""
+    return ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_started)
+
+
+def _started() -> None:
+    threading.Thread(target=_exit_with, args=(os.getppid(),), name="exit-with-parent",
+                     daemon=True).start()
+    keep_identifiers_out_of_logs()
+    cap_arenas()
+    keep_freed_memory()
+    read_standard_tables()
+
+
+def _exit_with(parent: int) -> None:
+    """Ends this process once the API worker that started it has (stopped or killed, it
+    cannot stop its children itself)."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL_S)
+    os._exit(0)
+
+
+def build_objects(source: Path, record: dict) -> dict[str, bytes]:
+    """Part 10 bytes of the SR and Secondary Capture of the result `record`
+    (`TriageResult.as_record`) for the instance stored at `source`."""
+    with QUIET.busy():
+        result = TriageResult.from_record(record)
+        instance = read_instance(source.read_bytes(), Limits.from_env())
+        return {"sr": dicom_bytes(build_sr(instance, result)),
+                "sc": dicom_bytes(build_secondary_capture(instance, radiograph_pixels(instance),
+                                                          result))}
