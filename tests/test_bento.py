@@ -99,13 +99,17 @@ class Server:
         assert self.process.poll() is None, f"{self.name} exited: {self.log_tail()}"
 
     def workers(self) -> list[psutil.Process]:
+        """The server's service workers (BentoML's processes; not what those start)."""
+        return psutil.Process(self.process.pid).children()
+
+    def family(self) -> list[psutil.Process]:
         return psutil.Process(self.process.pid).children(recursive=True)
 
     def stop(self) -> list[str]:
         """SIGTERM the server, wait for it and its workers; those that had to be killed."""
         if self.process.poll() is not None:
             return []
-        family = self.workers()
+        family = self.family()
         self.process.send_signal(signal.SIGTERM)
         killed = []
         try:
@@ -117,7 +121,7 @@ class Server:
         _, alive = psutil.wait_procs(family, timeout=STOP_TIMEOUT_S)
         for process in alive:
             process.kill()
-        return killed + [f"{self.name}'s worker {process.pid}" for process in alive]
+        return killed + [f"{self.name}'s process {process.pid}" for process in alive]
 
     def log_tail(self) -> str:
         return self.log.read_text()[-3000:]

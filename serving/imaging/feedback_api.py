@@ -9,11 +9,9 @@ The patients touched are named to the audit trail from the result's SR.
 
 from __future__ import annotations
 
-import io
 import json
 import threading
 
-import pydicom
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
@@ -58,10 +56,8 @@ def stored_result(request: Request, result_id: str) -> dict | None:
     summary = results.read(result_id, "json")
     if summary is None:
         return None
-    sr = results.read(result_id, "sr")
-    if sr is not None:
-        patient_id = pydicom.dcmread(io.BytesIO(sr), stop_before_pixels=True).get("PatientID")
-        request.state.audit_patient_ids = [str(patient_id)] if patient_id else []
+    patient_id = results.patient_id(result_id)
+    request.state.audit_patient_ids = [patient_id] if patient_id else []
     return json.loads(summary)
 
 

@@ -34,8 +34,7 @@ class LaterObjects:
         self._lock = threading.Lock()
         self._in_flight = 0
         self._tasks: set[asyncio.Task] = set()
-        self._builder = builder()
-        self._builder.submit(int)  # started now rather than by the first answer
+        self._builder = builder()  # its process starts with the first result it is given
 
     def reserve(self) -> bool:
         """Take a slot for one result to build later; False when all are taken."""

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
 
-from pydicom import Dataset
+from pydicom import Dataset, dcmread
 
 from clinassist.serving.dicom.results import TriageResult
 from clinassist.serving.durable import fsync_folder, write_and_sync, write_synced
@@ -134,6 +134,18 @@ class ResultStore:
     def source_path(self, result_id: str) -> Path:
         """Where an accepted result keeps its instance until complete."""
         return self.folder / result_id / SOURCE
+
+    def patient_id(self, result_id: str) -> str | None:
+        """The Patient ID of the instance a result is about: from its instance while pending,
+        else from its SR (written before the instance goes)."""
+        if not result_id.isalnum():
+            return None
+        for path in (self.source_path(result_id), self.folder / result_id / KINDS["sr"]):
+            try:
+                return str(dcmread(path, stop_before_pixels=True).get("PatientID") or "") or None
+            except FileNotFoundError:
+                continue
+        return None
 
     def read(self, result_id: str, kind: str) -> bytes | None:
         if kind not in KINDS or not result_id.isalnum():
