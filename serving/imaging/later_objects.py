@@ -17,6 +17,7 @@ import asyncio
 import logging
 import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
 from clinassist.serving.imaging.object_builder import build_objects, builder
@@ -34,7 +35,7 @@ class LaterObjects:
         self._lock = threading.Lock()
         self._in_flight = 0
         self._tasks: set[asyncio.Task] = set()
-        self._builder = builder()  # its process starts with the first result it is given
+        self._builder: ProcessPoolExecutor | None = None  # made for the first result deferred
 
     def reserve(self) -> bool:
         """Take a slot for one result to build later; False when all are taken."""
@@ -68,11 +69,17 @@ class LaterObjects:
         source, record = self.store.source_path(claim.result_id), claim.result.as_record()
         loop = asyncio.get_running_loop()
         try:
-            objects = await loop.run_in_executor(self._builder, build_objects, source, record)
+            objects = await loop.run_in_executor(self._pool(), build_objects, source, record)
         except BrokenProcessPool:  # the builder died (killed, out of memory): a new one
-            self._builder = builder()
-            objects = await loop.run_in_executor(self._builder, build_objects, source, record)
+            objects = await loop.run_in_executor(self._pool(broken=True), build_objects, source,
+                                                 record)
         await asyncio.to_thread(self.store.complete, claim, objects)
+
+    def _pool(self, broken: bool = False) -> ProcessPoolExecutor:
+        with self._lock:
+            if self._builder is None or broken:
+                self._builder = builder()
+            return self._builder
 
     async def wait(self, result_id: str, wait_s: float = WAIT_S) -> bool:
         """Wait until a pending result is complete, building it here if its process died.
