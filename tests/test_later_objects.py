@@ -113,17 +113,22 @@ def test_a_get_builds_the_objects_a_dead_replica_left_pending(service, pipeline)
 
 
 BUILDER_OWNER = """
-import time
+import os, signal, sys, time
 from clinassist.serving.imaging.object_builder import builder
 pool = builder()
-pool.submit(int).result()
+first = pool.submit(int)
+if sys.argv[1] == "built":
+    first.result()
 print(*pool._processes, flush=True)
+if sys.argv[1] == "starting":  # killed while its builder is still importing
+    os.kill(os.getpid(), signal.SIGKILL)
 time.sleep(120)
 """
 
 
-def test_the_builder_process_ends_with_the_api_worker_even_killed():
-    owner = subprocess.Popen([sys.executable, "-c", BUILDER_OWNER], stdout=subprocess.PIPE,
+@pytest.mark.parametrize("when", ["built", "starting"])
+def test_the_builder_process_ends_with_the_api_worker_even_killed(when):
+    owner = subprocess.Popen([sys.executable, "-c", BUILDER_OWNER, when], stdout=subprocess.PIPE,
                              text=True)
     try:
         builder_pid = int(owner.stdout.readline())
@@ -131,4 +136,4 @@ def test_the_builder_process_ends_with_the_api_worker_even_killed():
     finally:
         owner.kill()  # SIGKILL: no chance to stop its children
         owner.wait()
-    wait_for(lambda: not psutil.pid_exists(builder_pid), 10, "the builder to end")
+    wait_for(lambda: not psutil.pid_exists(builder_pid), 20, "the builder to end")

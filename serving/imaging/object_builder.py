@@ -29,11 +29,13 @@ PARENT_POLL_S = 0.5
 def builder() -> ProcessPoolExecutor:
     """One process building objects (spawned: the caller's threads are not forked)."""
     return ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_started)
+                               initializer=_started, initargs=(os.getpid(),))
 
 
-def _started() -> None:
-    threading.Thread(target=_exit_with, args=(os.getppid(),), name="exit-with-parent",
+def _started(parent: int) -> None:
+    """`parent` is named by the parent itself: one that died while this process was still
+    starting would otherwise leave it taking init for its parent, and waiting on it forever."""
+    threading.Thread(target=_exit_with, args=(parent,), name="exit-with-parent",
                      daemon=True).start()
     keep_identifiers_out_of_logs()
     cap_arenas()
