@@ -84,6 +84,20 @@ def test_a_result_its_process_left_pending_is_built_by_the_next_to_look(pipeline
     assert np.array_equal(recovered, pydicom.dcmread(io.BytesIO(inline.objects["sc"])).pixel_array)
 
 
+def test_a_result_whose_process_died_after_writing_its_objects_is_complete_at_the_next_look(
+        pipeline, tmp_path):
+    store = ResultStore(tmp_path)
+    claim, _ = accepted(pipeline, store)
+    objects = asyncio.run(pipeline.triage(real_cr())).objects
+    for kind, name in (("sr", "sr.dcm"), ("sc", "sc.dcm")):
+        (tmp_path / claim.result_id / name).write_bytes(objects[kind])
+    (tmp_path / claim.result_id / SOURCE).unlink()  # the crash: between source and pending.json
+    claim.release()
+
+    assert asyncio.run(LaterObjects(ResultStore(tmp_path)).recover()) == 0  # nothing to build
+    assert store.pending() == [] and store.read(claim.result_id, "sc") == objects["sc"]
+
+
 def test_a_get_waits_for_the_objects_being_built_after_the_answer(service, tmp_path):
     answer = httpx.post(service.url + TRIAGE, content=real_cr(), timeout=120,
                         headers={**service.headers("radiologist"),

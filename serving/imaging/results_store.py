@@ -98,7 +98,11 @@ class ResultStore:
         folder = self.folder / claim.result_id
         for kind, data in objects.items():
             write_synced(folder / KINDS[kind], data)
-        (folder / SOURCE).unlink()
+        self._drop_pending(folder)
+
+    @staticmethod
+    def _drop_pending(folder: Path) -> None:
+        (folder / SOURCE).unlink(missing_ok=True)  # gone already if a crash cut this short
         (folder / PENDING).unlink()  # last: the mark of a result still to complete
         fsync_folder(folder)
 
@@ -120,6 +124,10 @@ class ResultStore:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             if os.fstat(lock).st_nlink == 0:  # completed between the open and the lock
+                raise BlockingIOError
+            folder = self.folder / result_id
+            if all((folder / KINDS[kind]).is_file() for kind in ("sr", "sc")):
+                self._drop_pending(folder)  # its process died between the objects and the end
                 raise BlockingIOError
             with os.fdopen(os.dup(lock), "rb") as record:
                 result = TriageResult.from_record(json.load(record))
