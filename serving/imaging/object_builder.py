@@ -4,7 +4,8 @@ Building them is a hundred milliseconds of CPU, much of it Python (highdicom) ho
 GIL: on a thread of the API worker it stretched the answers being given meanwhile (the
 monitoring record of a request, 2 ms alone, took 28). In this process it takes a core, not the
 interpreter. It reads the instance from the result's folder, so only a path and the result
-cross over, and imports neither ONNX Runtime nor the web stack.
+cross over. Spawned, it imports the API worker's main module again (BentoML's worker, ~150 MiB
+with pydicom, highdicom and Pillow), but loads no model.
 """
 
 from __future__ import annotations
