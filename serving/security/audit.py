@@ -4,7 +4,9 @@
 Each row stores `row_hash = sha256(prev_hash + canonical JSON of the row)`, the first row
 chaining to GENESIS_HASH. One chain, whoever writes: an append reads the last row and adds the
 next inside one serialised write (SQLite's write lock; in PostgreSQL an advisory lock that
-writers on every machine take), so two writers never chain to the same row. Triggers refuse
+writers on every machine take), so two writers never chain to the same row. Rows that threads
+of one process hand in at the same time share that write and its commit (group commit); each
+`record` still returns only once its own row is committed. Triggers refuse
 UPDATE and DELETE (and TRUNCATE in PostgreSQL); `verify()` still finds an edited, deleted or
 reordered row if someone dropped them. Removing rows from the end, or
 rewriting the whole chain, is only caught against a copy of an earlier `head_hash` kept
@@ -29,6 +31,7 @@ from clinassist.serving.security.errors import SiteKeyError
 from clinassist.serving.security.fhir import audit_event
 from clinassist.serving.security.site_key import KEY_FILE, load_site_key, pseudonymise
 from clinassist.serving.storage import Store, StoreSchema
+from clinassist.serving.storage.group_commit import GroupCommit
 
 AUDIT_DB = "audit.db"
 AUDIT = StoreSchema("audit", AUDIT_DB)
@@ -89,10 +92,12 @@ class AuditTrail:
                                f"made with it (a new key would change every one): "
                                f"{database.RESTORE}")
         self._key = load_site_key(home)
+        self._appends = GroupCommit(self._append)  # the rows of concurrent requests, one commit
 
     def record(self, actor: str, role: str, action: str, resource: str, outcome: int | str,
                patient_ids: str | Iterable[str] = (), detail: str | None = None) -> AuditRecord:
-        """Append one row. `detail` is stored as given: never put identifiers in it."""
+        """Append one row; returns once it is committed. `detail` is stored as given: never put
+        identifiers in it."""
         if not (actor and role and action and resource):
             raise ValueError("actor, role, action and resource must all be non-empty")
         ids = [patient_ids] if isinstance(patient_ids, str) else patient_ids
@@ -101,15 +106,23 @@ class AuditTrail:
             "outcome": _outcome(outcome), "detail": detail,
             "patients": " ".join(dict.fromkeys(pseudonymise(str(i), self._key) for i in ids)),
         }
+        return self._appends.submit(row)
+
+    def _append(self, rows: list[dict[str, Any]]) -> list[AuditRecord]:
+        """Chain `rows` after the last row, in one serialised write that commits them all."""
         with self._db.write(serialised=True) as db:
             last = db.execute(select(events.c.id, events.c.row_hash)
                               .order_by(events.c.id.desc()).limit(1)).first()
-            row["id"] = 1 if last is None else last.id + 1
-            row["recorded"] = datetime.now(UTC).isoformat(timespec="microseconds")
-            row["prev_hash"] = GENESIS_HASH if last is None else last.row_hash
-            row["row_hash"] = _chain_hash(row)
-            db.execute(events.insert().values(row))
-        return _record(row)
+            next_id, prev_hash = (1, GENESIS_HASH) if last is None else (last.id + 1,
+                                                                         last.row_hash)
+            for row in rows:
+                row["id"] = next_id
+                row["recorded"] = datetime.now(UTC).isoformat(timespec="microseconds")
+                row["prev_hash"] = prev_hash
+                row["row_hash"] = prev_hash = _chain_hash(row)
+                next_id += 1
+            db.execute(events.insert(), rows)
+        return [_record(row) for row in rows]
 
     def records(self, since: datetime | None = None) -> list[AuditRecord]:
         """Rows recorded at or after `since` (time-zone aware), oldest first."""
