@@ -16,7 +16,7 @@ from starlette.responses import JSONResponse
 
 from clinassist.config import home_dir
 from clinassist.serving.medication import cds, fhir
-from clinassist.serving.medication.api import inline_schema, read_json, shared_review
+from clinassist.serving.medication.api import inline_schema, read_json, reviewed
 from clinassist.serving.medication.cds_store import CdsStore
 from clinassist.serving.medication.errors import InvalidRequest, MedicationError
 
@@ -107,9 +107,8 @@ async def cds_service(request: Request, service_id: str) -> JSONResponse:
             fhir.validated(context.draftOrders)
         bundle, drafts = cds.hook_bundle(hook)
         fhir_input = fhir.read_bundle(bundle)
-        review = await run_in_threadpool(shared_review, request)
-        result = await run_in_threadpool(review.run, fhir_input.patient, fhir_input.medications,
-                                         strict=False)
+        result = await reviewed(request, fhir_input.patient, fhir_input.medications,
+                                strict=False)
     except MedicationError as error:
         return JSONResponse(error.body(), status_code=error.http_status)
     shown = cds.cards(result, fhir_input, drafts, cds.CardPolicy.from_env())
