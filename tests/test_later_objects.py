@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
+import signal
 import subprocess
 import sys
 
@@ -18,6 +20,7 @@ import pytest
 from dicom_fixtures import dciodvfy_errors, real_cr
 from test_gateway_support import wait_for
 from clinassist.serving.dicom.results import TriageResult
+from clinassist.serving.imaging.object_builder import ObjectBuilder
 from clinassist.serving.imaging.later_objects import LaterObjects
 from clinassist.serving.imaging.results_store import PENDING, SOURCE, Claim, ResultStore
 from clinassist.serving.imaging.triage import Models, Pipeline, Triage
@@ -38,7 +41,7 @@ def pipeline(tmp_path_factory) -> Pipeline:
 
 def accepted(pipeline: Pipeline, store: ResultStore) -> tuple[Claim, Triage]:
     triage = asyncio.run(pipeline.decide(real_cr()))
-    return store.accept(triage.summary(), real_cr(), triage.result), triage
+    return store.accept(triage.summary(), store.stage(real_cr()), triage.result), triage
 
 
 def sr_probability(data: bytes) -> float:
@@ -114,6 +117,18 @@ def test_a_get_waits_for_the_objects_being_built_after_the_answer(service, tmp_p
     assert not (service.home / "results" / answer["id"] / PENDING).exists()
 
 
+def test_a_refused_instance_leaves_nothing_in_the_results_folder(service):
+    """Its instance was staged while it was being checked; the staging goes once refused."""
+    results = service.home / "results"
+    before = sorted(os.listdir(results))
+    response = httpx.post(service.url + TRIAGE, content=b"not a DICOM file " * 200, timeout=60,
+                          headers={**service.headers("radiologist"),
+                                   "Content-Type": "application/dicom"})
+    assert response.status_code == 400
+    wait_for(lambda: sorted(os.listdir(results)) == before, 10,  # once its write has ended
+             "the refused instance's staging folder to go")
+
+
 def test_a_get_builds_the_objects_a_dead_replica_left_pending(service, pipeline):
     store = ResultStore(service.home / "results")  # the folder every replica shares
     claim, triage = accepted(pipeline, store)
@@ -151,3 +166,21 @@ def test_the_builder_process_ends_with_the_api_worker_even_killed(when):
         owner.kill()  # SIGKILL: no chance to stop its children
         owner.wait()
     wait_for(lambda: not psutil.pid_exists(builder_pid), 20, "the builder to end")
+
+
+def test_a_builder_that_died_is_replaced_and_builds_the_same_objects(pipeline, tmp_path):
+    store = ResultStore(tmp_path)
+    claim, triage = accepted(pipeline, store)
+    source, record = store.source_path(claim.result_id), triage.result.as_record()
+    objects = ObjectBuilder()
+    try:
+        first = objects.build(source, record)
+        (builder_pid,) = objects._pool._processes
+        os.kill(builder_pid, signal.SIGKILL)  # out of memory, say
+        wait_for(lambda: not psutil.pid_exists(builder_pid), 20, "the builder to die")
+        again = objects.build(source, record)
+    finally:
+        objects.stop()
+    assert sr_probability(again["sr"]) == sr_probability(first["sr"])
+    sc_pixels = [pydicom.dcmread(io.BytesIO(built["sc"])).pixel_array for built in (first, again)]
+    assert np.array_equal(*sc_pixels)

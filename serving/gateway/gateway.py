@@ -20,6 +20,7 @@ from clinassist.serving.gateway.tls import client_context
 from clinassist.serving.gateway.worker import Worker
 from clinassist.serving.gateway.worklist import Worklist, max_wait_from_env
 from clinassist.serving.security import AuditTrail
+from clinassist.serving.imaging.object_builder import ObjectBuilder
 from clinassist.serving.imaging.triage import Inference, Models, Pipeline
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,8 @@ def open_queue(home: Path, config: GatewayConfig) -> JobQueue:
 
 class Gateway:
     """Triage runs in-process on ONNX Runtime: one process to deploy next to the PACS, no
-    HTTP hop or credentials between the gateway and the models."""
+    HTTP hop or credentials between the gateway and the models. The SR and SC are built in a
+    child process (`ObjectBuilder`), so their Python does not hold the gateway's GIL."""
 
     def __init__(self, home: Path, config: GatewayConfig, models: Models | None = None) -> None:
         self.config = config
@@ -42,8 +44,9 @@ class Gateway:
         self.models = models or Models.load()
         self.queue = open_queue(home, config)
         pipeline = Pipeline(self.models.describe(home), self._infer)
-        self.worker = Worker(home, config.ae_title, config.destinations, pipeline, self.queue,
-                             Worklist(home, max_wait_from_env()),
+        self.objects = ObjectBuilder()
+        self.worker = Worker(home, config.ae_title, config.destinations, pipeline, self.objects,
+                             self.queue, Worklist(home, max_wait_from_env()),
                              client_context(config.tls) if config.tls else None)
         for credentials in config.credentials():
             credentials.resolve()  # a missing environment variable stops the start, not a job
@@ -59,6 +62,7 @@ class Gateway:
 
     def start(self) -> None:
         read_standard_tables()  # before the SCP listens: held up by it, a stop signal waits
+        self.objects.start()  # its imports, seconds, overlap the rest of the start
         self.queue.recover()
         self._threads = [threading.Thread(target=self._run, name=f"gateway-worker-{n}",
                                           daemon=True) for n in range(self.config.workers)]
@@ -88,6 +92,7 @@ class Gateway:
         self._work.set()
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
+        self.objects.stop()
         busy = [thread.name for thread in self._threads if thread.is_alive()]
         log.info("gateway %s stopped in %.1f s%s%s", self.config.ae_title,
                  time.monotonic() - started,

@@ -28,6 +28,7 @@ from clinassist.serving.gateway.fhir import triage_report
 from clinassist.serving.gateway.queue import Delivery, Job, JobQueue, LeaseLost
 from clinassist.serving.gateway.sender import post_json, send
 from clinassist.serving.gateway.worklist import Worklist, raised
+from clinassist.serving.imaging.object_builder import ObjectBuilder
 from clinassist.serving.imaging.results_store import ResultStore, results_dir
 from clinassist.serving.security import AuditTrail
 from clinassist.serving.imaging.triage import Pipeline
@@ -40,12 +41,13 @@ class Worker:
     """Triage and delivery steps over a shared queue; several may run in threads."""
 
     def __init__(self, home: Path, ae_title: str, destinations: tuple[Destination, ...],
-                 pipeline: Pipeline, queue: JobQueue, worklist: Worklist,
-                 tls: ssl.SSLContext | None = None) -> None:
+                 pipeline: Pipeline, objects: ObjectBuilder, queue: JobQueue,
+                 worklist: Worklist, tls: ssl.SSLContext | None = None) -> None:
         self.ae_title, self.destinations, self.tls = ae_title, destinations, tls
         # A delivery names its destination as written; the configured one carries its options.
         self._configured = {str(d): d for d in destinations}
         self.pipeline, self.queue, self.worklist = pipeline, queue, worklist
+        self.objects = objects  # the SR and SC, built in a process of their own (GIL)
         self.results = ResultStore(results_dir(home))
         self.audit = AuditTrail(home)
 
@@ -73,9 +75,11 @@ class Worker:
         return "urgent" if priority == "urgent" else "routine" if priority == "routine" else None
 
     def triage(self, job: Job) -> None:
+        instance = self.queue.instance_path(job.id)
         try:
-            outcome = asyncio.run(self.pipeline.triage(
-                self.queue.instance_path(job.id).read_bytes(), self._study_priority))
+            outcome = asyncio.run(self.pipeline.decide(instance.read_bytes(),
+                                                       self._study_priority))
+            objects = self.objects.build(instance, (outcome.report or outcome.result).as_record())
         except DicomRejection as rejection:
             self.queue.rejected(job.id, rejection.code)
             log.warning("job %s rejected: %s", job.id, rejection.code)
@@ -86,7 +90,7 @@ class Worker:
             return
         source, result = outcome.source, outcome.result
         patient_id = str(source.get("PatientID", ""))
-        result_id = self.results.save(outcome.summary(), outcome.objects)
+        result_id = self.results.save(outcome.summary(), objects)
         self.worklist.record(str(source.StudyInstanceUID), patient_id,
                              str(source.get("AccessionNumber", "")), result.flag,
                              result.probability, job.received_at, result_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 
 from python_multipart.exceptions import MultipartParseError
@@ -13,6 +14,7 @@ from starlette.responses import JSONResponse, Response
 from clinassist.serving.dicom import DicomRejection
 from clinassist.serving.http_body import BodyTooLarge, read_capped
 from clinassist.serving.imaging.monitoring_metrics import record_triage
+from clinassist.serving.imaging.results_store import Staged
 from clinassist.serving.imaging.triage import ModelBusy
 
 DICOM_TYPE = "application/dicom"
@@ -93,6 +95,8 @@ async def triage_one(request: Request, data: bytes, include: set[str]) -> tuple[
     pipeline, store, later = (request.app.state.pipeline, request.app.state.results,
                               request.app.state.later)
     slot = not include and later.reserve()  # to build this result's objects after answering
+    # The instance its objects will be built from, written and synced while it is scored.
+    staging = asyncio.ensure_future(run_in_threadpool(store.stage, data)) if slot else None
     try:
         try:
             outcome = await (pipeline.decide(data) if slot else pipeline.triage(data))
@@ -103,15 +107,16 @@ async def triage_one(request: Request, data: bytes, include: set[str]) -> tuple[
         if patient_id := str(outcome.source.get("PatientID") or ""):  # Type 2: may be empty
             request.state.audit_patient_ids.append(patient_id)
         summary = outcome.summary()
-        if slot:  # fsync'd with its source before the answer: off the loop
-            claim = await run_in_threadpool(store.accept, summary, data, outcome.result)
-            later.build(claim)
-            slot = False  # the build's now
+        if staging is not None:  # fsync'd before the answer: off the loop
+            claim = await run_in_threadpool(store.accept, summary, await staging, outcome.result)
+            staging = None
+            later.build(claim)  # the build's now
             result_id = claim.result_id
         else:
             result_id = await run_in_threadpool(store.save, summary, outcome.objects)
     finally:
-        if slot:
+        if staging is not None:  # refused, or failed: no result will use it
+            staging.add_done_callback(_discard_staged)
             later.unreserve()
     await run_in_threadpool(record_triage, request.app.state, summary, result_id, outcome.pixels)
     body = {"id": result_id, **summary,
@@ -119,6 +124,11 @@ async def triage_one(request: Request, data: bytes, include: set[str]) -> tuple[
     for kind in include & set(OBJECT_KINDS):
         body[kind] = base64.b64encode(outcome.objects[kind]).decode()
     return 200, body
+
+
+def _discard_staged(staging: asyncio.Future[Staged]) -> None:
+    if not staging.cancelled() and staging.exception() is None:
+        staging.result().discard()
 
 
 async def triage(request: Request) -> Response:

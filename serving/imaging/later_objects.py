@@ -17,10 +17,8 @@ import asyncio
 import logging
 import threading
 import time
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 
-from clinassist.serving.imaging.object_builder import build_objects, builder
+from clinassist.serving.imaging.object_builder import ObjectBuilder
 from clinassist.serving.imaging.results_store import Claim, ResultStore
 
 log = logging.getLogger(__name__)
@@ -35,7 +33,7 @@ class LaterObjects:
         self._lock = threading.Lock()
         self._in_flight = 0
         self._tasks: set[asyncio.Task] = set()
-        self._builder: ProcessPoolExecutor | None = None  # made for the first result deferred
+        self._builder = ObjectBuilder()  # its process started for the first result deferred
 
     def reserve(self) -> bool:
         """Take a slot for one result to build later; False when all are taken."""
@@ -67,19 +65,8 @@ class LaterObjects:
 
     async def _complete(self, claim: Claim) -> None:
         source, record = self.store.source_path(claim.result_id), claim.result.as_record()
-        loop = asyncio.get_running_loop()
-        try:
-            objects = await loop.run_in_executor(self._pool(), build_objects, source, record)
-        except BrokenProcessPool:  # the builder died (killed, out of memory): a new one
-            objects = await loop.run_in_executor(self._pool(broken=True), build_objects, source,
-                                                 record)
+        objects = await asyncio.to_thread(self._builder.build, source, record)
         await asyncio.to_thread(self.store.complete, claim, objects)
-
-    def _pool(self, broken: bool = False) -> ProcessPoolExecutor:
-        with self._lock:
-            if self._builder is None or broken:
-                self._builder = builder()
-            return self._builder
 
     async def wait(self, result_id: str, wait_s: float = WAIT_S) -> bool:
         """Wait until a pending result is complete, building it here if its process died.

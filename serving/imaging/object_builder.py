@@ -11,10 +11,12 @@ with pydicom, highdicom and Pillow), but loads no model.
 from __future__ import annotations
 
 import multiprocessing
+from multiprocessing import resource_tracker
 import os
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from clinassist.serving.dicom import (Limits, TriageResult, build_secondary_capture, build_sr,
@@ -31,6 +33,49 @@ def builder() -> ProcessPoolExecutor:
     """One process building objects (spawned: the caller's threads are not forked)."""
     return ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
                                initializer=_started, initargs=(os.getpid(),))
+
+
+class ObjectBuilder:
+    """`build_objects` in the builder process: started on first use, and again when the one
+    running died (killed, out of memory)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pool: ProcessPoolExecutor | None = None
+
+    def start(self) -> None:
+        """Start the process now (its imports take seconds) rather than at the first build."""
+        self._running().submit(int)
+
+    def stop(self) -> None:
+        """End the process once the build in progress, if any, is done (a fraction of a
+        second); builds not started are cancelled."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+            _stop_resource_tracker()
+
+    def build(self, source: Path, record: dict) -> dict[str, bytes]:
+        pool = self._running()
+        try:
+            return pool.submit(build_objects, source, record).result()
+        except BrokenProcessPool:
+            return self._running(replacing=pool).submit(build_objects, source, record).result()
+
+    def _running(self, replacing: ProcessPoolExecutor | None = None) -> ProcessPoolExecutor:
+        with self._lock:
+            if self._pool is None or self._pool is replacing:
+                self._pool = builder()
+            return self._pool
+
+
+def _stop_resource_tracker() -> None:
+    """multiprocessing's resource tracker, started for the builder's queues, ends by itself
+    only once this process has exited, too late to be reaped by it: where nothing reaps orphans
+    (an init that does not), it stays behind as a zombie. Ended and reaped here instead; the
+    next builder starts it again."""
+    resource_tracker._resource_tracker._stop()  # type: ignore[attr-defined]
 
 
 def _started(parent: int) -> None:

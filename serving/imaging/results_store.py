@@ -18,6 +18,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
 import uuid
 from dataclasses import dataclass
 from io import BytesIO
@@ -46,6 +47,22 @@ def dicom_bytes(ds: Dataset) -> bytes:
 
 
 @dataclass
+class Staged:
+    """A result's folder while it is written (`.ID.partial`, renamed to ID when complete)."""
+
+    result_id: str
+    results: Path
+
+    @property
+    def folder(self) -> Path:
+        return self.results / f".{self.result_id}.partial"
+
+    def discard(self) -> None:
+        """Remove the folder of a result that will not be (its instance was refused)."""
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+@dataclass
 class Claim:
     """The right to complete an accepted result: its lock, held until `release`."""
 
@@ -64,32 +81,41 @@ class ResultStore:
 
     def save(self, summary: dict, objects: dict[str, bytes]) -> str:
         """Store a complete result; its id."""
-        result_id = uuid.uuid4().hex
-        self._place(result_id, summary, {KINDS[kind]: data for kind, data in objects.items()})
-        return result_id
+        staged = self.stage()
+        self._publish(staged, summary, {KINDS[kind]: data for kind, data in objects.items()})
+        return staged.result_id
 
-    def accept(self, summary: dict, source: bytes, result: TriageResult) -> Claim:
-        """Store the summary of a result whose objects are built later from `source` and
-        `result`; the caller holds the returned claim until `complete`."""
-        result_id = uuid.uuid4().hex
+    def stage(self, source: bytes | None = None) -> "Staged":
+        """The folder of a result to come, not yet visible under its id, holding `source` (the
+        instance that `accept` builds objects from) written and synced, so that this can run
+        while the instance is being scored."""
+        staged = Staged(uuid.uuid4().hex, self.folder)
+        staged.folder.mkdir()
+        if source is not None:
+            write_and_sync(staged.folder / SOURCE, source)
+        return staged
+
+    def accept(self, summary: dict, staged: "Staged", result: TriageResult) -> Claim:
+        """Store the summary of a result whose objects are built later from the source in
+        `staged` (see `stage`) and `result`; the caller holds the returned claim until
+        `complete`."""
         record = json.dumps(result.as_record()).encode()
-        lock = self._place(result_id, summary, {SOURCE: source, PENDING: record}, locked=PENDING)
-        return Claim(result_id, result, lock)
+        lock = self._publish(staged, summary, {PENDING: record}, locked=PENDING)
+        return Claim(staged.result_id, result, lock)
 
-    def _place(self, result_id: str, summary: dict, files: dict[str, bytes],
-               locked: str | None = None) -> int:
-        """Write the result's folder; with `locked`, that file's lock, taken before the result
-        is visible under its id (else -1)."""
-        staging = self.folder / f".{result_id}.partial"
-        staging.mkdir()
+    def _publish(self, staged: "Staged", summary: dict, files: dict[str, bytes],
+                 locked: str | None = None) -> int:
+        """Complete the staged folder and make it the result; with `locked`, that file's lock,
+        taken before the result is visible under its id (else -1)."""
         for name, data in files.items():
-            write_and_sync(staging / name, data)
-        write_and_sync(staging / KINDS["json"], json.dumps({**summary, "id": result_id}).encode())
+            write_and_sync(staged.folder / name, data)
+        write_and_sync(staged.folder / KINDS["json"],
+                       json.dumps({**summary, "id": staged.result_id}).encode())
         lock = -1
         if locked is not None:
-            lock = os.open(staging / locked, os.O_RDONLY)
+            lock = os.open(staged.folder / locked, os.O_RDONLY)
             fcntl.flock(lock, fcntl.LOCK_EX)
-        os.rename(staging, self.folder / result_id)
+        os.rename(staged.folder, self.folder / staged.result_id)
         fsync_folder(self.folder)
         return lock
 

@@ -258,12 +258,12 @@ class Pipeline:
             triage.timings_ms = clock.laps
             return triage
 
-    async def decide(self, data: bytes) -> Triage:
+    async def decide(self, data: bytes, study_priority: StudyPriority | None = None) -> Triage:
         """`triage` without the result objects (`object_builder` builds them from the stored
-        instance)."""
+        instance, for `Triage.report`)."""
         with QUIET.busy():
             clock = Stopwatch()
-            triage = await self._decide(data, None, clock)
+            triage = await self._decide(data, study_priority, clock)
             triage.timings_ms = clock.laps
             return triage
 
