@@ -1,7 +1,7 @@
 """Benchmark (not a test): the PACS path end to end, storescu -> Orthanc -> gateway -> Orthanc,
 against Orthanc's own ingest of the same files in the same run.
 
-    .venv/bin/python benchmarks/gateway.py [--instances 500] [--workers 2] [--source RG1_UNCR]
+    .venv/bin/python benchmarks/gateway.py [--instances 500] [--workers 4] [--source RG1_UNCR]
 
 Writes N copies of the real CR from $CLINASSIST_DATA/dicom_cr, each in its own study, then:
 
@@ -47,6 +47,7 @@ from test_gateway_support import echo, wait_for  # noqa: E402
 from process_stats import (PeakMemory, load_average, memory_table, named_processes,  # noqa: E402
                            print_memory, settle_rss)
 from clinassist.config import data_dir  # noqa: E402
+from clinassist.serving.gateway.config import GatewayConfig  # noqa: E402
 from clinassist.serving.gateway.orthanc import local  # noqa: E402
 
 STALL_S = 180  # give up when Orthanc's instance count has not moved for this long
@@ -165,7 +166,8 @@ def single_seconds(orthanc: local.LocalOrthanc, paths: list[Path]) -> list[float
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--instances", type=int, default=500)
-    parser.add_argument("--workers", type=int, default=2, help="gateway worker threads")
+    parser.add_argument("--workers", type=int, default=GatewayConfig.workers,
+                        help="gateway worker threads (default: the gateway's)")
     parser.add_argument("--source", default="RG1_UNCR", help="file in $CLINASSIST_DATA/dicom_cr")
     args = parser.parse_args()
     print(f"start: {load_average()}")

@@ -287,7 +287,7 @@ class GatewayConfig:
     host: str = "127.0.0.1"
     port: int = 11112
     destinations: tuple[Destination, ...] = field(default_factory=tuple)
-    workers: int = 1
+    workers: int = 4  # a delivery waits on the PACS: more workers than cores keep them busy
     max_attempts: int = 8
     backoff_s: float = 5.0
     max_backoff_s: float = 600.0
