@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import httpx
 import numpy as np
@@ -184,3 +185,12 @@ def test_a_builder_that_died_is_replaced_and_builds_the_same_objects(pipeline, t
     assert sr_probability(again["sr"]) == sr_probability(first["sr"])
     sc_pixels = [pydicom.dcmread(io.BytesIO(built["sc"])).pixel_array for built in (first, again)]
     assert np.array_equal(*sc_pixels)
+
+
+def test_recovery_removes_staging_left_by_a_dead_process_but_not_a_recent_one(tmp_path):
+    store = ResultStore(tmp_path)
+    abandoned, recent = store.stage(b"instance"), store.stage(b"instance")
+    hours_ago = time.time() - 2 * 3600
+    os.utime(abandoned.folder, (hours_ago, hours_ago))
+    assert asyncio.run(LaterObjects(store).recover()) == 0
+    assert not abandoned.folder.exists() and recent.folder.exists()

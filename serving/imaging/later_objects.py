@@ -83,7 +83,9 @@ class LaterObjects:
         return True
 
     async def recover(self) -> int:
-        """Build the objects of every pending result no live process is building; how many."""
+        """Build the objects of every pending result no live process is building, and remove
+        the staging folders of results that died before they were accepted; how many built."""
+        await asyncio.to_thread(self.store.sweep_staging)
         built = 0
         for result_id in self.store.pending():
             claim = self.store.claim(result_id)

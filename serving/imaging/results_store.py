@@ -19,6 +19,7 @@ import fcntl
 import json
 import os
 import shutil
+import time
 import uuid
 from dataclasses import dataclass
 from io import BytesIO
@@ -32,6 +33,7 @@ from clinassist.serving.durable import fsync_folder, write_and_sync, write_synce
 KINDS = {"sr": "sr.dcm", "sc": "sc.dcm", "json": "summary.json"}
 SOURCE, PENDING = "source.dcm", "pending.json"  # present until the SR and SC are written
 RESULTS_DIR_ENV = "CLINASSIST_RESULTS_DIR"
+ABANDONED_AFTER_S = 3600.0  # a staging folder this old was left by a process that died
 
 
 def results_dir(home: Path) -> Path:
@@ -84,6 +86,17 @@ class ResultStore:
         staged = self.stage()
         self._publish(staged, summary, {KINDS[kind]: data for kind, data in objects.items()})
         return staged.result_id
+
+    def sweep_staging(self, older_than_s: float = ABANDONED_AFTER_S) -> int:
+        """Remove staging folders not touched for `older_than_s`: left by a process that died
+        while writing them (a replica sharing the folder finishes its own in seconds). How
+        many."""
+        cutoff = time.time() - older_than_s
+        abandoned = [path for path in self.folder.glob(".*.partial")
+                     if path.is_dir() and path.stat().st_mtime < cutoff]
+        for path in abandoned:
+            shutil.rmtree(path, ignore_errors=True)
+        return len(abandoned)
 
     def stage(self, source: bytes | None = None) -> "Staged":
         """The folder of a result to come, not yet visible under its id, holding `source` (the
