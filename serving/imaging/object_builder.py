@@ -11,12 +11,12 @@ with pydicom, highdicom and Pillow), but loads no model.
 from __future__ import annotations
 
 import multiprocessing
-from multiprocessing import resource_tracker
 import os
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from multiprocessing import resource_tracker
 from pathlib import Path
 
 from clinassist.serving.dicom import (Limits, TriageResult, build_secondary_capture, build_sr,

@@ -247,12 +247,11 @@ class Pipeline:
             findings.append(caution)
         return source, age, findings, radiograph_pixels(source)
 
-    async def triage(self, data: bytes, study_priority: StudyPriority | None = None) -> Triage:
-        """Raises `DicomRejection` for input that is not a usable DICOM instance.
-        `study_priority`, if given, puts the study's worklist priority into the SR."""
+    async def triage(self, data: bytes) -> Triage:
+        """Raises `DicomRejection` for input that is not a usable DICOM instance."""
         with QUIET.busy():
             clock = Stopwatch()
-            triage = await self._decide(data, study_priority, clock)
+            triage = await self._decide(data, None, clock)
             await self._encode(triage)
             clock.lap("encode")
             triage.timings_ms = clock.laps
@@ -260,7 +259,8 @@ class Pipeline:
 
     async def decide(self, data: bytes, study_priority: StudyPriority | None = None) -> Triage:
         """`triage` without the result objects (`object_builder` builds them from the stored
-        instance, for `Triage.report`)."""
+        instance, for `Triage.report`). `study_priority`, if given, puts the study's worklist
+        priority into that report."""
         with QUIET.busy():
             clock = Stopwatch()
             triage = await self._decide(data, study_priority, clock)

@@ -7,7 +7,6 @@ errors; the knowledge base is built on first use when `$CLINASSIST_HOME/kb.sqlit
 from __future__ import annotations
 
 import asyncio
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
@@ -115,7 +114,6 @@ ERRORS = {status: {"description": why} for status, why in (
     (422, "invalid request shape, or medications not found (with suggestions)"),
     (503, "the knowledge base is missing and cannot be built"))}
 
-_review_lock = threading.Lock()
 # A process's reviews run one after another on one thread: the knowledge base's SQLite releases
 # the GIL at every statement, and reviews on threads of their own passed it back and forth so
 # often that two at once cost twice the CPU each (in process: 1,544 reviews/s on one thread,
@@ -133,15 +131,15 @@ async def reviewed(request: Request, patient: Patient, medications: list[Medicat
 
 
 def shared_review(request: Request) -> MedicationReview:
-    """The app's review service, opened (and the KB built, if missing) on first use."""
-    with _review_lock:
-        if getattr(request.app.state, "medication_review", None) is None:
-            try:
-                request.app.state.medication_review = default_review()
-            except ClinassistError as missing:
-                raise KnowledgeBaseUnavailable(f"{missing}; or run `clinassist kb build`") \
-                    from missing
-        return request.app.state.medication_review
+    """The app's review service, opened (and the KB built, if missing) on first use; called on
+    REVIEWS only, so never by two threads at once."""
+    if getattr(request.app.state, "medication_review", None) is None:
+        try:
+            request.app.state.medication_review = default_review()
+        except ClinassistError as missing:
+            raise KnowledgeBaseUnavailable(f"{missing}; or run `clinassist kb build`") \
+                from missing
+    return request.app.state.medication_review
 
 
 async def read_json(request: Request) -> object:

@@ -56,7 +56,8 @@ class GroupCommit(Generic[Item, Written]):
             for each, written in zip(batch, self._write([each.item for each in batch]),
                                      strict=True):
                 each.written = written
-        except BaseException as error:  # every row of the batch was rolled back with it
+        except BaseException as error:  # the batch's transaction failed, or `write` broke its
+            # contract: no item of the batch is known to be written
             for each in batch:
                 each.error = error
         finally:
