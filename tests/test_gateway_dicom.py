@@ -4,19 +4,22 @@ queued, triaged and delivered, what the audit trail and the log say."""
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import logging
 
 import numpy as np
+import pydicom
 import pytest
 from pydicom.uid import Comprehensive3DSRStorage, SecondaryCaptureImageStorage
 
-from dicom_fixtures import synthetic_cr
+from dicom_fixtures import real_cr, synthetic_cr
 from clinassist.serving.gateway.cli import register
 from clinassist.serving.gateway.config import GatewayConfig
 from clinassist.serving.gateway.gateway import Gateway
 from clinassist.serving.gateway.worklist import Worklist
 from clinassist.serving.security import AuditTrail, load_site_key, pseudonymise
+from test_dicom_results import coded_value
 from test_gateway_support import (Destination, Webhook, echo, radiograph, send, shared_models,
                                   wait_for, write_config)
 
@@ -233,3 +236,14 @@ def test_a_webhook_gets_a_fhir_diagnostic_report_on_the_study_with_its_priority(
     assert report["imagingStudy"] == [{"reference": "#study"}]
     [priority] = [e for e in report["extension"] if e["url"].endswith("triage-priority")]
     assert priority["valueCode"] in ("urgent", "routine", "unscored")
+
+
+def test_the_sr_built_for_a_gateway_result_names_the_study_worklist_priority(run_gateway,
+                                                                             tmp_path):
+    gateway = run_gateway()
+    assert send(gateway.config.port, [pydicom.dcmread(io.BytesIO(real_cr()))]) == [SUCCESS]
+    wait_for(lambda: gateway.queue.counts() == {"done": 1}, 60, "the job done")
+    (entry,) = Worklist(tmp_path).entries()
+    assert entry.priority in ("urgent", "routine")  # the real CR passes QC and is scored
+    sr = pydicom.dcmread(io.BytesIO(gateway.worker.results.read(entry.result_id, "sr")))
+    assert coded_value(sr, "Study worklist priority") == [entry.priority.capitalize()]
