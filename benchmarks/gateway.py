@@ -16,7 +16,8 @@ Writes N copies of the real CR from $CLINASSIST_DATA/dicom_cr, each in its own s
 3. Single instances arriving alone, one after the other once the burst is done: end-to-end p50,
    storescu's start to both results in Orthanc.
 
-Resident memory of the gateway and Orthanc at idle before the burst, at its peak, and at idle
+CPU time per instance of each process during the burst (the gateway, its object builder,
+Orthanc; storescu's is not counted). Resident memory of the gateway and Orthanc at idle before the burst, at its peak, and at idle
 after it (goal: growth after the burst <= 20 %).
 """
 
@@ -44,8 +45,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from service_process import free_port  # noqa: E402
 from test_gateway_support import echo, wait_for  # noqa: E402
 
-from process_stats import (PeakMemory, load_average, memory_table, named_processes,  # noqa: E402
-                           print_memory, settle_rss)
+from process_stats import (PeakMemory, cpu_seconds, load_average, memory_table,  # noqa: E402
+                           named_processes, print_memory, settle_rss)
 from clinassist.config import data_dir  # noqa: E402
 from clinassist.serving.gateway.config import GatewayConfig  # noqa: E402
 from clinassist.serving.gateway.orthanc import local  # noqa: E402
@@ -188,10 +189,11 @@ def main() -> None:
             wait_for_results(orthanc, 3 * len(warm_up))
             idle = settle_rss(processes)
             with PeakMemory(processes) as peak:
-                start = time.monotonic()
+                cpu_before, start = cpu_seconds(processes), time.monotonic()
                 sent = storescu(orthanc_dicom, *burst)
                 wait_for_results(orthanc, 3 * (len(warm_up) + args.instances))
                 elapsed = time.monotonic() - start
+                cpu_after = cpu_seconds(processes)
             after = settle_rss(processes)
             lost, duplicated, end_to_end = orthanc_outcome(orthanc)
             in_gateway = gateway_seconds(folder / "home")
@@ -214,6 +216,8 @@ def main() -> None:
         "lost": lost, "duplicated": duplicated,
         "gateway_share": round(sum(in_gateway) / sum(end_to_end), 2) if end_to_end else None,
         "gateway_s_per_instance_p50": round(float(np.median(in_gateway)), 2),
+        "cpu_ms_per_instance": {name: round(1000 * (cpu_after[name] - cpu_before[name])
+                                            / args.instances, 1) for name in cpu_before},
         "single_instance_end_to_end_s": {"p50": round(float(np.median(alone)), 2),
                                          "all": [round(s, 2) for s in alone]},
     }
