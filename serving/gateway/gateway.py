@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clinassist.serving.dicom.quiet import read_standard_tables
+from clinassist.serving.dicom.quiet import keep_identifiers_out_of_logs, read_standard_tables
 from clinassist.serving.gateway.catchup import CatchUp
 from clinassist.serving.gateway.config import GatewayConfig
 from clinassist.serving.gateway.intake import Intake
@@ -39,6 +39,7 @@ class Gateway:
     child process (`ObjectBuilder`), so their Python does not hold the gateway's GIL."""
 
     def __init__(self, home: Path, config: GatewayConfig, models: Models | None = None) -> None:
+        keep_identifiers_out_of_logs()  # as the API worker reads headers: no value checks
         self.config = config
         self._work, self._stop = threading.Event(), threading.Event()
         self.models = models or Models.load()
