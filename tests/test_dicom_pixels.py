@@ -41,6 +41,16 @@ def test_real_cr_is_display_ready_float32(uncompressed):
     assert 0 <= uncompressed.min() < uncompressed.max() <= 1
 
 
+def test_the_pixel_pipeline_leaves_the_decoded_pixels_as_they_were(uncompressed):
+    """It works in place on its own float copy; pydicom's cached pixel_array stays untouched,
+    so the same instance decodes the same each time (the gateway and the object builder)."""
+    source = read_instance(real_cr("RG1_UNCR"), Limits())
+    stored = source.pixel_array.copy()
+    first, again = radiograph_pixels(source), radiograph_pixels(source)
+    assert np.array_equal(source.pixel_array, stored)
+    assert np.array_equal(first, again) and np.array_equal(first, uncompressed)
+
+
 def test_jpeg2000_lossless_decodes_identically(uncompressed):
     assert np.array_equal(display(real_cr("RG1_J2KR")), uncompressed)
 

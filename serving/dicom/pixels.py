@@ -168,8 +168,8 @@ def radiograph_pixels(ds: Dataset) -> np.ndarray:
                              "malformed, so the image cannot be shown as intended; re-export it "
                              "from the modality or PACS.") from exc
     if ds.PhotometricInterpretation == MONOCHROME1:
-        display = 1.0 - display
-    return display.astype(np.float32)
+        np.subtract(1.0, display, out=display)
+    return display.astype(np.float32, copy=False)
 
 
 def _check_single_grey_frame(ds: Dataset) -> None:
@@ -197,10 +197,14 @@ def _modality_lut(stored: np.ndarray, ds: Dataset) -> np.ndarray:
         return apply_modality_lut(stored, ds).astype(np.float32)
     slope = float(ds.get("RescaleSlope") or 1)  # absent, empty or an invalid 0: identity
     intercept = float(ds.get("RescaleIntercept") or 0)
-    return stored.astype(np.float32) * np.float32(slope) + np.float32(intercept)
+    values = stored.astype(np.float32)
+    values *= np.float32(slope)
+    values += np.float32(intercept)
+    return values
 
 
 def _voi_lut(values: np.ndarray, ds: Dataset) -> np.ndarray:
+    """The float32 `values` (overwritten) as [0, 1] display values, float32."""
     if ds.get("VOILUTSequence"):
         depth = int(ds.VOILUTSequence[0].LUTDescriptor[2])
         mapped = apply_voi(np.rint(values).astype(np.int32), ds, index=0)
@@ -209,7 +213,11 @@ def _voi_lut(values: np.ndarray, ds: Dataset) -> np.ndarray:
     if window is not None:
         return _window(values, *window, str(ds.get("VOILUTFunction") or "LINEAR").upper())
     low, high = float(values.min()), float(values.max())
-    return (values - low) / np.float32(high - low) if high > low else np.zeros_like(values)
+    if high <= low:
+        return np.zeros_like(values)
+    values -= np.float32(low)
+    values /= np.float32(high - low)
+    return values
 
 
 def _first_window(ds: Dataset) -> tuple[float, float] | None:
@@ -222,12 +230,16 @@ def _first_window(ds: Dataset) -> tuple[float, float] | None:
 
 
 def _window(x: np.ndarray, centre: float, width: float, function: str) -> np.ndarray:
-    """PS3.3 C.11.2.1.2 (LINEAR, LINEAR_EXACT) and C.11.2.1.3 (SIGMOID), output in [0, 1]."""
+    """PS3.3 C.11.2.1.2 (LINEAR, LINEAR_EXACT) and C.11.2.1.3 (SIGMOID), output in [0, 1];
+    the linear ones overwrite `x` (a radiograph is tens of megabytes as float32: each
+    temporary is a pass over memory and page faults)."""
     if function == "SIGMOID":  # 1 / (1 + exp(-4 (x - c) / w)), written so it cannot overflow
         return 0.5 * (1 + np.tanh(2 * (x - centre) / width))
-    if function == "LINEAR_EXACT":
-        return np.clip((x - centre) / width + 0.5, 0, 1)
-    return np.clip((x - (centre - 0.5)) / (width - 1) + 0.5, 0, 1)
+    offset, scale = (centre, width) if function == "LINEAR_EXACT" else (centre - 0.5, width - 1)
+    x -= offset
+    x /= scale
+    x += 0.5
+    return np.clip(x, 0, 1, out=x)
 
 
 def pixel_spacing(ds: Dataset) -> tuple[float, float] | None:
