@@ -17,8 +17,8 @@ Writes N copies of the real CR from $CLINASSIST_DATA/dicom_cr, each in its own s
    storescu's start to both results in Orthanc.
 
 CPU time per instance of each process during the burst (the gateway, its object builder,
-Orthanc; storescu's is not counted). Resident memory of the gateway and Orthanc at idle before the burst, at its peak, and at idle
-after it (goal: growth after the burst <= 20 %).
+Orthanc; storescu's is not counted). Resident memory of the gateway and Orthanc at idle before
+the burst, at its peak, and at idle after it (goal: growth after the burst <= 20 %).
 """
 
 from __future__ import annotations

@@ -204,7 +204,7 @@ def _modality_lut(stored: np.ndarray, ds: Dataset) -> np.ndarray:
 
 
 def _voi_lut(values: np.ndarray, ds: Dataset) -> np.ndarray:
-    """The float32 `values` (overwritten) as [0, 1] display values, float32."""
+    """The float32 `values` as [0, 1] display values, float32; `values` may be overwritten."""
     if ds.get("VOILUTSequence"):
         depth = int(ds.VOILUTSequence[0].LUTDescriptor[2])
         mapped = apply_voi(np.rint(values).astype(np.int32), ds, index=0)
