@@ -41,9 +41,9 @@ def test_the_view_alone_is_scored_as_a_model_would_be():
 def test_the_bootstrap_draws_whole_patients():
     patients = np.array(["a", "a", "b", "b", "c", "c", "d", "d"])
     targets = np.array([1, 1, 0, 0, 1, 0, 0, 0])
-    rng = np.random.default_rng(0)
+    rng, resampler = np.random.default_rng(0), metrics.Resampler(targets, patients)
     for _ in range(50):
-        drawn = metrics.bootstrap_draws(targets, rng, patients)
+        drawn = resampler.draw(rng)
         counts = {p: int(np.sum(patients[drawn] == p)) for p in "abcd"}
         assert all(count % 2 == 0 for count in counts.values())  # both images or none
         # stratified: as many patients with a positive (a, c) as in the data

@@ -1,7 +1,34 @@
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.metrics import roc_auc_score, roc_curve
 
 from clinassist.training import calibration, metrics
+
+# Scores on a coarse grid, so ties within and across the classes are common (as in a bootstrap
+# resample, which repeats patients), with both classes present.
+labelled_scores = st.integers(2, 40).flatmap(lambda n: st.tuples(
+    st.lists(st.integers(0, 8), min_size=n, max_size=n),
+    st.lists(st.integers(0, 1), min_size=n, max_size=n).filter(lambda y: 0 < sum(y) < n)))
+
+
+@settings(max_examples=300, deadline=None)
+@given(labelled_scores)
+def test_the_roc_curve_and_auc_are_scikit_learns_to_the_bit(case):
+    p, y = np.array(case[0]) / 8, np.array(case[1])
+    fpr, tpr, _ = roc_curve(y, p)
+    ours = metrics.roc_points(p, y)
+    assert np.array_equal(ours[0], fpr) and np.array_equal(ours[1], tpr)
+    assert metrics.auc(p, y) == roc_auc_score(y, p)
+    for sensitivity in (0.5, 0.9, 1.0):
+        best = 1 - fpr[tpr >= sensitivity].min()
+        assert metrics.specificity_at_sensitivity(p, y, sensitivity) == best
+
+
+def test_one_class_has_no_auc_and_no_specificity_at_sensitivity():
+    p, y = np.array([0.2, 0.7, 0.9]), np.array([1, 1, 1])
+    assert np.isnan(metrics.auc(p, y)) and np.isnan(metrics.specificity_at_sensitivity(p, y, 0.9))
 
 
 def test_perfect_separation_gives_auc_one_and_full_sensitivity():

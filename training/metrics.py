@@ -1,11 +1,15 @@
-"""Binary-classification metrics with bootstrap confidence intervals."""
+"""Binary-classification metrics with bootstrap confidence intervals.
+
+The ROC curve is computed here rather than with scikit-learn's `roc_curve`/`roc_auc_score`,
+to the same points: a bootstrap calls it thousands of times on a few hundred cases, where
+scikit-learn's input validation costs some fifty times the computation (a cxr evaluation spent
+about 80 % of its time there)."""
 
 from __future__ import annotations
 
 from typing import Callable
 
 import numpy as np
-from sklearn.metrics import roc_auc_score, roc_curve
 
 Metric = Callable[[np.ndarray, np.ndarray], float]
 
@@ -41,11 +45,34 @@ def confusion(probabilities: np.ndarray, targets: np.ndarray, threshold: float) 
             "tn": int(np.sum(~flagged & (targets == 0))), "fn": int(np.sum(~flagged & (targets == 1)))}
 
 
+def roc_points(probabilities: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """False- and true-positive rates from (0, 0), one point per distinct score from the highest
+    down, a point on the straight line between its neighbours dropped: scikit-learn's
+    `roc_curve` (drop_intermediate=True). Both classes must be present."""
+    scores = np.asarray(probabilities)
+    order = np.argsort(scores, kind="stable")[::-1]
+    ends = np.r_[np.flatnonzero(np.diff(scores[order])), len(order) - 1]  # last of each tie
+    true_positives = np.cumsum(np.asarray(targets)[order] == 1, dtype=np.float64)[ends]
+    false_positives = 1 + ends - true_positives
+    if len(ends) > 2:
+        bends = np.logical_or(np.diff(false_positives, 2), np.diff(true_positives, 2))
+        kept = np.r_[True, bends, True]
+        true_positives, false_positives = true_positives[kept], false_positives[kept]
+    true_positives, false_positives = np.r_[0.0, true_positives], np.r_[0.0, false_positives]
+    return false_positives / false_positives[-1], true_positives / true_positives[-1]
+
+
+def both_classes(targets: np.ndarray) -> bool:
+    return bool(np.any(targets == 1) and np.any(targets != 1))
+
+
 def auc(probabilities: np.ndarray, targets: np.ndarray) -> float:
-    """ROC AUC; NaN when only one class is present (a small subgroup of a resample)."""
-    if len(np.unique(targets)) < 2:
+    """ROC AUC (trapezoids under `roc_points`, as scikit-learn's `roc_auc_score`); NaN when
+    only one class is present (a small subgroup of a resample)."""
+    if not both_classes(targets):
         return float("nan")
-    return float(roc_auc_score(targets, probabilities))
+    fpr, tpr = roc_points(probabilities, targets)
+    return float(np.trapezoid(tpr, fpr))
 
 
 def binary_metrics(threshold: float) -> dict[str, Metric]:
@@ -62,24 +89,35 @@ def binary_metrics(threshold: float) -> dict[str, Metric]:
 def specificity_at_sensitivity(probabilities: np.ndarray, targets: np.ndarray,
                                min_sensitivity: float) -> float:
     """The best specificity of any threshold whose sensitivity reaches `min_sensitivity` (a point
-    of the ROC curve: an evaluation figure, not a threshold choice)."""
-    fpr, tpr, _ = roc_curve(targets, probabilities)
+    of the ROC curve: an evaluation figure, not a threshold choice); NaN when only one class is
+    present."""
+    if not both_classes(targets):
+        return float("nan")
+    fpr, tpr = roc_points(probabilities, targets)
     return float(1 - fpr[tpr >= min_sensitivity].min())
 
 
-def bootstrap_draws(targets: np.ndarray, rng: np.random.Generator,
-                    groups: np.ndarray | None) -> np.ndarray:
-    """One resample's indices: stratified by class; with `groups` (patients), whole groups are
-    drawn, stratified by whether the group holds a positive."""
-    if groups is None:
-        by_class = [np.flatnonzero(targets == c) for c in (0, 1)]
-        return np.concatenate([rng.choice(members, len(members)) for members in by_class])
-    names, which = np.unique(groups, return_inverse=True)
-    members = [np.flatnonzero(which == g) for g in range(len(names))]
-    positive = np.array([targets[m].max() for m in members])
-    chosen = np.concatenate([rng.choice(np.flatnonzero(positive == c), np.sum(positive == c))
-                             for c in (0, 1)])
-    return np.concatenate([members[g] for g in chosen])
+class Resampler:
+    """Stratified bootstrap resamples of the cases: by class, or with `groups` (patients) whole
+    groups, stratified by whether the group holds a positive. The strata are worked out once,
+    so each draw costs only the random choice."""
+
+    def __init__(self, targets: np.ndarray, groups: np.ndarray | None = None) -> None:
+        if groups is None:
+            self._members = None
+            self._strata = [np.flatnonzero(targets == c) for c in (0, 1)]
+            return
+        names, which = np.unique(groups, return_inverse=True)
+        self._members = [np.flatnonzero(which == g) for g in range(len(names))]
+        positive = np.array([targets[m].max() for m in self._members])
+        self._strata = [np.flatnonzero(positive == c) for c in (0, 1)]
+
+    def draw(self, rng: np.random.Generator) -> np.ndarray:
+        """One resample's indices."""
+        chosen = np.concatenate([rng.choice(stratum, len(stratum)) for stratum in self._strata])
+        if self._members is None:
+            return chosen
+        return np.concatenate([self._members[g] for g in chosen])
 
 
 def with_bootstrap(metrics: dict[str, Metric], probabilities: np.ndarray, targets: np.ndarray,
@@ -98,9 +136,10 @@ def with_bootstrap(metrics: dict[str, Metric], probabilities: np.ndarray, target
         return metric(probabilities[idx], targets[idx])
 
     everything = np.arange(len(targets))
+    resampler = Resampler(targets, groups)
     draws = {name: [] for name in metrics}
     for _ in range(resamples):
-        idx = bootstrap_draws(targets, rng, groups)
+        idx = resampler.draw(rng)
         for name, metric in metrics.items():
             draws[name].append(value(name, metric, idx))
     tail = (1 - level) / 2 * 100

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy.stats import norm, rankdata
 
-from clinassist.training.metrics import bootstrap_draws
+from clinassist.training.metrics import Resampler
 
 ONE_SIDED_LEVEL = 0.95
 Z_ONE_SIDED = float(norm.ppf(ONE_SIDED_LEVEL))
@@ -89,8 +89,9 @@ def paired_bootstrap(targets: np.ndarray, candidate_flags: np.ndarray,
     rng = np.random.default_rng(seed)
     metrics = ("sensitivity", "specificity")
     draws = {metric: np.empty(resamples) for metric in metrics}
+    resampler = Resampler(targets, groups)
     for index in range(resamples):
-        idx = bootstrap_draws(targets, rng, groups)
+        idx = resampler.draw(rng)
         for metric in metrics:
             draws[metric][index] = (rate(candidate_flags[idx], targets[idx], metric)
                                     - rate(production_flags[idx], targets[idx], metric))
