@@ -58,12 +58,20 @@ class Outcome:
 
 def run_all(home: Path, names: list[str]) -> dict[str, Outcome]:
     """Run the commands at once (each waits out the same lock), in their own process groups."""
+    return outcomes_of(start_all(home, names))
+
+
+def start_all(home: Path, names: list[str]) -> dict[str, subprocess.Popen]:
     processes = {}
     for name in names:
         args = [arg.format(port=free_port()) for arg in COMMANDS[name]]
         processes[name] = subprocess.Popen(
             [*CLI, *args], cwd=home, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             start_new_session=True, env={**os.environ, "CLINASSIST_HOME": str(home)})
+    return processes
+
+
+def outcomes_of(processes: dict[str, subprocess.Popen]) -> dict[str, Outcome]:
     outcomes = {}
     for name, process in processes.items():
         try:
@@ -163,10 +171,11 @@ def test_a_database_another_process_locks_names_that_process(home, tmp_path):
     exclusive = hold_locks("exclusive", home / "security.db", home / "audit.db",
                            home / "gateway" / "queue.db")
     writer = hold_locks("write", writers_home / "security.db")
-    try:
-        locked = run_all(home, ["users list", "audit verify", "gateway status", "gateway serve",
-                                "serve", "backup"])
+    try:  # both sets at once: each command waits out the busy timeout
+        locking = start_all(home, ["users list", "audit verify", "gateway status",
+                                   "gateway serve", "serve", "backup"])
         write_locked = run_all(writers_home, ["users add", "users list"])
+        locked = outcomes_of(locking)
     finally:
         exclusive.communicate("")
         writer.communicate("")
