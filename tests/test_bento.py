@@ -80,7 +80,8 @@ def bento(tmp_path_factory) -> Bento:
     where = subprocess.run([sys.executable, "-m", "bentoml", "get", tag, "-o", "path"],
                            capture_output=True, text=True, cwd=bentoml_home,
                            env=offline(bentoml_home), check=True)
-    return Bento(tag, Path(where.stdout.split()[-1]), bentoml_home, build_seconds)
+    # BentoML's console folds a path longer than the terminal's width onto several lines.
+    return Bento(tag, Path("".join(where.stdout.split())), bentoml_home, build_seconds)
 
 
 class Server:
