@@ -2,8 +2,8 @@
 
 The ROC curve is computed here rather than with scikit-learn's `roc_curve`/`roc_auc_score`,
 to the same points: a bootstrap calls it thousands of times on a few hundred cases, where
-scikit-learn's input validation costs some fifty times the computation (a cxr evaluation spent
-about 80 % of its time there)."""
+scikit-learn's input validation costs some twenty times the computation (a cxr evaluation spent
+two thirds of its time there)."""
 
 from __future__ import annotations
 
