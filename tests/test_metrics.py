@@ -26,8 +26,9 @@ def test_the_roc_curve_and_auc_are_scikit_learns_to_the_bit(case):
         assert metrics.specificity_at_sensitivity(p, y, sensitivity) == best
 
 
-def test_one_class_has_no_auc_and_no_specificity_at_sensitivity():
-    p, y = np.array([0.2, 0.7, 0.9]), np.array([1, 1, 1])
+@pytest.mark.parametrize("targets", [[1, 1, 1], [0, 0, 0]])
+def test_one_class_has_no_auc_and_no_specificity_at_sensitivity(targets):
+    p, y = np.array([0.2, 0.7, 0.9]), np.array(targets)
     assert np.isnan(metrics.auc(p, y)) and np.isnan(metrics.specificity_at_sensitivity(p, y, 0.9))
 
 
