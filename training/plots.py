@@ -5,9 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from sklearn.metrics import roc_curve
-
-from clinassist.training.metrics import confusion
+from clinassist.training.metrics import confusion, roc_points
 
 
 def _figure():
@@ -22,7 +20,7 @@ def _figure():
 def save_roc(probabilities: np.ndarray, targets: np.ndarray, threshold: float, path: Path,
              title: str) -> None:
     plt, fig, ax = _figure()
-    fpr, tpr, _ = roc_curve(targets, probabilities)
+    fpr, tpr = roc_points(probabilities, targets)
     flagged = probabilities >= threshold
     ax.plot(fpr, tpr, color="C0", label="ROC")
     ax.plot(np.mean(flagged[targets == 0]), np.mean(flagged[targets == 1]), "o", color="C3",
