@@ -58,7 +58,11 @@ def augmentations(cfg: dict):
 
 
 class RadiographDataset(Dataset):
-    """Raw pixels (1, H, W) as float32 with labels; augmented when a transform is given."""
+    """Raw pixels (1, H, W) as float32 with labels; augmented when a transform is given.
+
+    Each item's augmentation is seeded from torch's generator, which the Trainer seeds and
+    saves in every checkpoint: a run repeats exactly, and resuming continues its sequence
+    (MONAI's transforms otherwise draw from a generator seeded by the operating system)."""
 
     def __init__(self, pixels: np.ndarray, targets: np.ndarray, transform=None):
         self.pixels, self.targets, self.transform = pixels, targets, transform
@@ -69,6 +73,7 @@ class RadiographDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         image = torch.from_numpy(self.pixels[index]).float().unsqueeze(0)
         if self.transform is not None:
+            self.transform.set_random_state(seed=int(torch.randint(2**31, ())))
             image = torch.as_tensor(self.transform(image)).float()
         return {"pixel_values": image, "labels": torch.tensor(self.targets[index])}
 
