@@ -37,6 +37,10 @@ def augmentations(cfg: dict):
     """Radiograph-plausible MONAI augmentations: small pose, exposure, blur and noise changes.
 
     No flips or inversions: those are what image quality control rejects, not pneumonia cues.
+    Every step draws from NumPy's global generator (as scikit-learn's `check_random_state(None)`
+    does), which the Trainer seeds and saves in each checkpoint: a run repeats exactly, and a
+    resumed one goes on with the draws the uninterrupted run would have made. (MONAI's own
+    default is a generator per transform, seeded by the operating system.)
     """
     from monai.transforms import (Compose, RandAdjustContrast, RandAffine, RandGaussianNoise,
                                   RandGaussianSmooth, RandHistogramShift)
@@ -51,18 +55,16 @@ def augmentations(cfg: dict):
     if a.get("histogram_shift_prob"):  # exposure and processing curves differ between sites
         steps.append(RandHistogramShift(num_control_points=(5, 10),
                                         prob=a["histogram_shift_prob"]))
-    return Compose(steps + [
-        RandGaussianSmooth(prob=a["smooth_prob"], sigma_x=(0.25, 1.0), sigma_y=(0.25, 1.0)),
-        RandGaussianNoise(prob=a["noise_prob"], std=a["noise_std"]),
-    ])
+    steps += [RandGaussianSmooth(prob=a["smooth_prob"], sigma_x=(0.25, 1.0), sigma_y=(0.25, 1.0)),
+              RandGaussianNoise(prob=a["noise_prob"], std=a["noise_std"])]
+    augment = Compose(steps)  # which seeds each step afresh: so the generator comes after
+    for step in augment.transforms:
+        step.set_random_state(state=np.random.mtrand._rand)
+    return augment
 
 
 class RadiographDataset(Dataset):
-    """Raw pixels (1, H, W) as float32 with labels; augmented when a transform is given.
-
-    Each item's augmentation is seeded from torch's generator, which the Trainer seeds and
-    saves in every checkpoint: a run repeats exactly, and resuming continues its sequence
-    (MONAI's transforms otherwise draw from a generator seeded by the operating system)."""
+    """Raw pixels (1, H, W) as float32 with labels; augmented when a transform is given."""
 
     def __init__(self, pixels: np.ndarray, targets: np.ndarray, transform=None):
         self.pixels, self.targets, self.transform = pixels, targets, transform
@@ -73,7 +75,6 @@ class RadiographDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         image = torch.from_numpy(self.pixels[index]).float().unsqueeze(0)
         if self.transform is not None:
-            self.transform.set_random_state(seed=int(torch.randint(2**31, ())))
             image = torch.as_tensor(self.transform(image)).float()
         return {"pixel_values": image, "labels": torch.tensor(self.targets[index])}
 
