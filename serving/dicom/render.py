@@ -39,10 +39,9 @@ def render(pixels: np.ndarray, cam: np.ndarray | None, lines: list[str]) -> np.n
     picture = grey.convert("RGB")
     if cam is not None:
         levels = _heat_levels(cam, grey.size)
-        heat = levels.copy()
-        heat.putpalette(HEAT_LUT.tobytes())  # level -> colour, in one pass
-        picture = Image.composite(heat.convert("RGB"), picture,
-                                  levels.point(OPACITY_LUT.tolist()))
+        opacity = levels.point(OPACITY_LUT.tolist())
+        levels.putpalette(HEAT_LUT.tobytes())  # now a palette image: level -> colour
+        picture.paste(levels.convert("RGB"), (0, 0), opacity)
     _burn_in(picture, lines)
     return np.asarray(picture)
 
