@@ -18,10 +18,10 @@ given concurrency. Prints, from that one run:
 - batching on against off, and two API workers against one;
 - resident memory of each service process at idle, at its peak during the concurrent burst and
   at idle after it (goal: growth after the burst <= 20 %), and in the default phase the same
-  for a second burst, from the idle after the first: what a burst leaves varies with how
-  glibc laid out the heap (here +6 to +36 % after a fresh API worker's first burst, mostly
-  within 3 % after later ones; no live array or buffer over 0.5 MB, and a further
-  `malloc_trim` frees nothing), so one burst's figure alone does not tell growth that adds up.
+  for a second burst, from the idle after the first: what a burst leaves varies (here +6 to
+  +36 % after a fresh API worker's first burst, mostly within 3 % after later ones: memory
+  allocated outside Python's accounting that a later burst releases, see the README), so one
+  burst's figure alone does not tell growth that adds up.
 """
 
 from __future__ import annotations
