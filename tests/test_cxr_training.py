@@ -41,7 +41,7 @@ def test_a_short_run_lowers_the_loss(tiny_run):
 
 def test_a_run_resumed_from_a_checkpoint_ends_where_the_uninterrupted_run_ended(
         tiny_run, tmp_path):
-    """Same seed, same steps, same weights: augmentation included (its seeds come from the
+    """Same seed, same steps, same weights: augmentation included (it draws from the
     generator the checkpoint saves)."""
     _, cfg = load_trained(tiny_run)
     interrupted = tmp_path / "interrupted"

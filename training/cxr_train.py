@@ -57,7 +57,7 @@ def augmentations(cfg: dict):
                                         prob=a["histogram_shift_prob"]))
     steps += [RandGaussianSmooth(prob=a["smooth_prob"], sigma_x=(0.25, 1.0), sigma_y=(0.25, 1.0)),
               RandGaussianNoise(prob=a["noise_prob"], std=a["noise_std"])]
-    augment = Compose(steps)  # which seeds each step afresh: so the generator comes after
+    augment = Compose(steps)  # Compose reseeds its steps from its own generator: set theirs after
     for step in augment.transforms:
         step.set_random_state(state=np.random.mtrand._rand)
     return augment
