@@ -22,6 +22,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 from clinassist.serving.gateway.config import GatewayConfig
 from clinassist.serving.gateway.inspection import Refused, StoreStatus
 from clinassist.serving.gateway.intake import Intake
+from clinassist.serving.gateway.pdu_reads import read_whole_pdus
 from clinassist.serving.gateway.tls import server_context
 from clinassist.serving.security import AuditTrail
 
@@ -47,6 +48,7 @@ class StorageSCP:
         self._idle = threading.Condition()
 
     def start(self) -> None:
+        read_whole_pdus()
         ae = AE(ae_title=self.config.ae_title)
         ae.require_called_aet = True
         ae.maximum_pdu_size = MAX_PDU_BYTES
