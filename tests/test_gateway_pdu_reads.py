@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+import tracemalloc
 from io import BytesIO
 
 import numpy as np
@@ -15,7 +16,7 @@ from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE, evt
 from pynetdicom.transport import AssociationSocket
 
-from clinassist.serving.gateway.pdu_reads import read_whole_pdus
+from clinassist.serving.gateway.pdu_reads import READ_AHEAD_BYTES, read_whole_pdus
 from dicom_fixtures import synthetic_cr
 from service_process import free_port
 
@@ -68,6 +69,19 @@ def test_a_peer_closing_early_leaves_what_arrived_as_pynetdicom_does(whole_pdu_r
     ours = AssociationSocket.recv(_sent_in_pieces(payload, 3, close_after=50_001), len(payload))
     stock = STOCK_RECV(_sent_in_pieces(payload, 3, close_after=50_001), len(payload))
     assert ours == stock == payload[:50_001]
+
+
+def test_a_pdu_declaring_4_gib_allocates_only_what_arrives_before_the_peer_closes(whole_pdu_reads):
+    arrived = bytes(range(256)) * 200  # 51,200 bytes of a PDU whose header says 4 GiB - 1
+    peer = _sent_in_pieces(arrived, 2)
+    tracemalloc.start()
+    try:
+        ours = AssociationSocket.recv(peer, 0xFFFF_FFFF)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert ours == arrived
+    assert peak < 2 * READ_AHEAD_BYTES + len(arrived)
 
 
 def test_an_instance_of_several_pdus_arrives_over_an_association_unchanged(whole_pdu_reads):
