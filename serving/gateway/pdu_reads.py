@@ -5,7 +5,8 @@ bytearray with each piece: a 1 MiB P-DATA PDU takes 256 calls and as many copies
 7.2 MB radiograph. Reading straight into a buffer of the PDU's size returns the same bytes with
 one call per segment the kernel holds: a pynetdicom SCP receiving the radiograph on an
 association of its own, proposed Orthanc's way (126 presentation contexts), spends about a
-fifth less CPU on it (`benchmarks/scp_receive.py`: 30 ms instead of 37, 31 instead of 41).
+fifth less CPU on it (`benchmarks/scp_receive.py`, medians: 29.3 ms instead of 36.8, 27.5
+instead of 35.0).
 
 The length a PDU's header declares is the peer's word (up to 4 GiB, read before any AE title
 is checked), so no more than `READ_AHEAD_BYTES` is allocated beyond what has arrived.
